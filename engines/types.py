@@ -1,0 +1,144 @@
+"""Data that flows through the pipeline: the ingested clip, cues, events and the final answer.
+
+These are plain dataclasses with no HTTP in them; the server serialises them with `to_dict()`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Modality = Literal["visual", "auditory", "verbal"]
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int  # as reported by the container (may be an estimate)
+    codec: str = ""
+    rotation: int = 0
+
+
+@dataclass
+class AudioInfo:
+    sample_rate: int  # of the decoded audio we keep (16 kHz)
+    channels: int  # of the source stream
+    seconds: float
+    codec: str = ""
+
+
+@dataclass
+class Clip:
+    """What ingest produces. Frames are RGB uint8 (N, H, W, 3) downscaled to the configured long side."""
+
+    container: str
+    duration_s: float
+    video: VideoInfo | None
+    audio_info: AudioInfo | None
+    frames: np.ndarray | None  # N uniformly sampled frames over the whole clip
+    frame_times: list[float]  # seconds, one per sampled frame
+    audio: np.ndarray | None  # mono float32 at audio_info.sample_rate
+    timeline: np.ndarray | None = None  # denser frames for cue timelines (capped fps)
+    timeline_times: list[float] = field(default_factory=list)
+    sha256: str = ""  # of the uploaded bytes (video + audio), for caching
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio_info.sample_rate if self.audio_info else 16000
+
+    def probe_dict(self) -> dict[str, Any]:
+        """What `xemo probe --json` prints."""
+        return {
+            "container": self.container,
+            "duration_s": round(self.duration_s, 3),
+            "video": asdict(self.video) if self.video else None,
+            "audio": asdict(self.audio_info) if self.audio_info else None,
+            "frame_times": [round(t, 3) for t in self.frame_times],
+            "timeline_frames": 0 if self.timeline is None else len(self.timeline),
+        }
+
+
+@dataclass
+class Cue:
+    modality: Modality
+    text: str  # short atomic statement, EMER style ("the corners of her mouth turn up")
+    start: float | None = None
+    end: float | None = None
+    strength: float = 0.0  # 0..1
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AnalyzeRequest:
+    clip: Clip
+    transcript: str | None = None
+    labels: list[str] | None = None  # overrides the configured label set
+    max_tokens: int | None = None
+    temperature: float | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    received_at: float = field(default_factory=time.perf_counter)  # from HTTP receipt when served
+
+
+@dataclass
+class Answer:
+    id: str
+    model: str
+    profile: str
+    emotion: dict[str, Any]  # {"label": str, "scores": {label: prob}}
+    cues: list[Cue]
+    explanation: str
+    timings: dict[str, float]  # time_to_label_s, total_s and one entry per stage (seconds)
+    usage: dict[str, int] = field(default_factory=dict)  # prompt tokens per modality, generated tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cues"] = [c.to_dict() for c in self.cues]
+        return d
+
+
+# Stream events, in order: one LabelEvent, CueEvents, TokenEvents, then one DoneEvent.
+@dataclass
+class LabelEvent:
+    label: str
+    scores: dict[str, float]
+    type: str = "label"
+
+
+@dataclass
+class CueEvent:
+    cue: Cue
+    type: str = "cue"
+
+
+@dataclass
+class TokenEvent:
+    text: str
+    type: str = "token"
+
+
+@dataclass
+class DoneEvent:
+    answer: Answer
+    type: str = "done"
+
+
+Event = LabelEvent | CueEvent | TokenEvent | DoneEvent
+
+
+def event_to_dict(ev: Event) -> dict[str, Any]:
+    if isinstance(ev, LabelEvent):
+        return {"type": "label", "label": ev.label, "scores": ev.scores}
+    if isinstance(ev, CueEvent):
+        return {"type": "cue", **ev.cue.to_dict()}
+    if isinstance(ev, TokenEvent):
+        return {"type": "token", "text": ev.text}
+    return {"type": "done", "answer": ev.answer.to_dict()}

