@@ -107,6 +107,14 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     metrics_enabled: bool = True
     log_json: bool = True
+    # Added for the server (issue 5): passed to uvicorn or checked per request.
+    retry_after_s: float = 1.0  # Retry-After sent with 503 overload / draining
+    max_field_bytes: int = 64 * 1024  # per non-file multipart field (transcript, labels, ...)
+    timeout_keep_alive_s: float = 5.0
+    limit_concurrency: int | None = None  # uvicorn's connection cap (answers 503 past it); None = off
+    backlog: int = 2048
+    ws_max_frame_bytes: int = 4 * MB  # one WebSocket message; the whole clip is capped by ingest.max_bytes
+    ws_ping_interval_s: float = 20.0
 
 
 class EvalSettings(BaseModel):
