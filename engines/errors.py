@@ -73,6 +73,19 @@ class CheckpointMismatch(ModelError):
     type = "checkpoint_mismatch"
 
 
+class ArtifactError(ModelError):
+    """An exported artefact (ONNX graph, TensorRT engine, manifest) that is missing, corrupted or mismatched."""
+
+    type = "artifact_error"
+
+
+class RuntimeNotReady(ModelError):
+    """The configured runtime is not the one actually active (e.g. ONNX Runtime fell back to CPU)."""
+
+    type = "runtime_not_ready"
+    http_status = 503
+
+
 class Overloaded(XemoError):
     type = "overloaded"
     http_status = 503

@@ -89,6 +89,9 @@ class ExportSettings(BaseModel):
     inter_op_threads: int = 1
     atol: float = 1e-3
     cos_tol: float = 1e-4  # max allowed 1 - cosine similarity
+    max_batch: int = 8  # upper bound of the dynamic batch axis (and of TensorRT profiles)
+    audio_buckets_s: list[float] = Field(default_factory=lambda: [2.0, 4.0, 8.0, 12.0])  # TensorRT profiles
+    trt_workspace_mb: int = 4096
 
 
 class ServerSettings(BaseModel):
