@@ -6,6 +6,7 @@ Heavy imports (torch, mediapipe, llama.cpp) happen inside the commands, so `xemo
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,8 +14,16 @@ import typer
 
 from xemo.settings import ConfigError, Settings, load_settings
 
+# No hub downloads, ever: every model is read from a local path or from inside an installed package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Explainable multimodal emotion recognition.")
-eval_app = typer.Typer(no_args_is_help=True, help="EmoCue-360 scoring, cue extraction and benchmark runs.")
+eval_# No hub downloads, ever: every model is read from a local path or from inside an installed package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+app = typer.Typer(no_args_is_help=True, help="EmoCue-360 scoring, cue extraction and benchmark runs.")
 app.add_typer(eval_app, name="eval")
 
 _state: dict[str, Path | None] = {"config": None}
