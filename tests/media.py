@@ -39,7 +39,7 @@ def aroused_speech(out: Path) -> Path:
 
 
 def silence(out: Path, seconds: float = 3.0) -> Path:
-    ffmpeg("-f", "lavfi", "-i", f"anullsrc=r=16000:cl=mono", "-t", str(seconds), "-c:a", "pcm_s16le", str(out))
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", str(seconds), "-c:a", "pcm_s16le", str(out))
     return out
 
 

@@ -19,11 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Explainable multimodal emotion recognition.")
-eval_# No hub downloads, ever: every model is read from a local path or from inside an installed package.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-app = typer.Typer(no_args_is_help=True, help="EmoCue-360 scoring, cue extraction and benchmark runs.")
+eval_app = typer.Typer(no_args_is_help=True, help="EmoCue-360 scoring, cue extraction and benchmark runs.")
 app.add_typer(eval_app, name="eval")
 
 _state: dict[str, Path | None] = {"config": None}

@@ -20,7 +20,8 @@ from xemo.settings import Settings
 def run(settings: Settings, clip: Path, audio: Path | None, transcript: str | None, labels: str | None,
         as_json: bool) -> int:
     from engines.ingest import ingest
-    from engines.pipeline import build_pipeline
+
+    from engines.pipeline import build_pipeline  # noqa: I001
 
     err = Console(stderr=True)
     out = Console()
