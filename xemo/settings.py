@@ -35,6 +35,9 @@ class IngestSettings(BaseModel):
     audio_sample_rate: int = 16000
     decode_timeout_s: float = 30.0
     video_decoder: Literal["decord", "pyav"] = "decord"
+    max_fps: float = 240.0  # a stream claiming more frames per second is refused before decoding
+    decode_workers: int = 2  # warm decoder processes (killed and respawned on timeout or crash)
+    worker_memory_mb: int = 4096  # address-space cap of each decoder process
 
 
 class GenerationSettings(BaseModel):
