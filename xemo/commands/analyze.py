@@ -12,16 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from engines.errors import XemoError
-from engines.pipeline import Pipeline
+from engines.pipeline import Pipeline, build_pipeline
 from engines.types import AnalyzeRequest, Answer, CueEvent, DoneEvent, LabelEvent, TokenEvent
 from xemo.settings import Settings
 
 
 def run(settings: Settings, clip: Path, audio: Path | None, transcript: str | None, labels: str | None,
         as_json: bool) -> int:
-    from engines.ingest import ingest
-
-    from engines.pipeline import build_pipeline  # noqa: I001
+    from engines.ingest import ingest  # imports the decoders: only when a clip is analysed
 
     err = Console(stderr=True)
     out = Console()
