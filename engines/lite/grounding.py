@@ -22,7 +22,7 @@ LEXICON: dict[Modality, tuple[str, ...]] = {
     ),
     "auditory": (
         "voice", "vocal", "tone", "pitch", "loud", "loudly", "soft", "softly", "quiet", "quietly", "shout", "shouts",
-        "shouting", "yell", "sigh", "laugh", "laughs", "laughter", "audio", "sound", "sounds", "heard", "hear",
+        "shouting", "yell", "sigh", "laugh", "laughs", "laughter", "audio", "heard", "hear",
         "speech", "speaks", "speaking", "spoken", "pause", "pauses", "tremble", "trembles", "trembling", "breathy",
         "intonation", "volume", "pace", "rate",
     ),

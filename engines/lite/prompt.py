@@ -38,7 +38,7 @@ EXAMPLES = (
     "- words: says \"I just don't know anymore\"; the wording is negative\n"
     "Emotion: sad\n"
     "Explanation: In the audio, the voice is soft and low with long pauses. The words \"I just don't know "
-    "anymore\" sound hopeless. These cues suggest the person is sad.\n\n"
+    "anymore\" read as hopeless. These cues suggest the person is sad.\n\n"
 )
 
 _NAMES: dict[Modality, str] = {"visual": "face", "auditory": "voice", "verbal": "words"}
