@@ -35,6 +35,7 @@ class Token:
     token_id: int
     logprob: float | None = None
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" on the last token
+    usage: dict[str, int] | None = None  # on the last token: {"prompt_tokens": n, "completion_tokens": m}
 
 
 class LLMBackend(abc.ABC):
