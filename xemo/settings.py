@@ -62,6 +62,8 @@ class LiteSettings(BaseModel):
     use_fer: bool = True
     use_timeline: bool = True
     audio_backend: Literal["librosa", "opensmile", "parselmouth"] = "librosa"
+    fer_runtime: Literal["onnx", "torch"] = "onnx"  # FER mini-Xception; torch is also the fallback
+    cache_dir: Path | None = None  # exported artefacts (FER ONNX); None = ~/.cache/xemo
 
 
 class XEmoGPTSettings(BaseModel):
@@ -198,7 +200,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return _resolve_paths(data, base)
 
 
-_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder"}
+_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder", "cache_dir"}
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
