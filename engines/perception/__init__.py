@@ -1,0 +1,1 @@
+"""Perception front ends of the lite profile: real measurements turned into EMER-style cues per modality."""
