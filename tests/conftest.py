@@ -1,0 +1,63 @@
+"""Session-wide fixtures: real media built once with ffmpeg / espeak-ng (tests/media.py) and shared by all tests.
+
+Each fixture is lazy: a file is only built when some test asks for it, then reused for the whole session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import media
+import pytest
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def speech_wav(media_dir: Path) -> Path:
+    """The test sentence at a neutral pitch and rate, 16 kHz mono wav (about 4 s)."""
+    return media.speech(media_dir / "speech.wav")
+
+
+@pytest.fixture(scope="session")
+def calm_wav(media_dir: Path) -> Path:
+    """Low pitch, slow, quiet: the calm side of the arousal contrast."""
+    return media.calm_speech(media_dir / "calm.wav")
+
+
+@pytest.fixture(scope="session")
+def aroused_wav(media_dir: Path) -> Path:
+    """High pitch, fast, loud: the aroused side of the arousal contrast."""
+    return media.aroused_speech(media_dir / "aroused.wav")
+
+
+@pytest.fixture(scope="session")
+def silence_wav(media_dir: Path) -> Path:
+    return media.silence(media_dir / "silence.wav")
+
+
+@pytest.fixture(scope="session")
+def testsrc_mp4(media_dir: Path, speech_wav: Path) -> Path:
+    """4 s 320x240 25 fps h264 test pattern (no face) with the speech as its AAC track."""
+    return media.testsrc_clip(media_dir / "testsrc.mp4", audio=speech_wav)
+
+
+@pytest.fixture(scope="session")
+def video_only_mp4(media_dir: Path) -> Path:
+    """4 s 320x240 h264 test pattern with no audio track."""
+    return media.testsrc_clip(media_dir / "video_only.mp4")
+
+
+@pytest.fixture(scope="session")
+def face_png(media_dir: Path) -> Path:
+    """A real photograph of a smiling person (skimage's astronaut)."""
+    return media.face_image(media_dir / "face.png")
+
+
+@pytest.fixture(scope="session")
+def face_mp4(media_dir: Path, face_png: Path, speech_wav: Path) -> Path:
+    """The astronaut photo animated by a slow zoom, 512x512 25 fps, with the speech as its AAC track."""
+    return media.face_clip(media_dir / "face.mp4", face_png, audio=speech_wav)
