@@ -1,0 +1,1 @@
+"""Runtimes for the XEmoGPT neural front ends: PyTorch, ONNX Runtime or TensorRT, chosen by settings.export."""
