@@ -1,0 +1,71 @@
+"""LLM runtimes behind one interface (engines/llm/base.py): llama.cpp and transformers, continuously batched.
+
+Usage: backend = load_backend(smollm2_gguf_path(), "llama_cpp", n_ctx=2048, max_num_seqs=8)
+       async for tok in backend.generate(["Hello"], SamplingParams(max_tokens=16)): ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from engines.errors import ModelError
+from engines.llm.base import LLMBackend, SamplingParams, Segment, Token
+from engines.llm.models import smollm2_gguf_path
+from engines.llm.sampling import UnsupportedConstraint
+
+__all__ = [
+    "LLMBackend",
+    "SamplingParams",
+    "Segment",
+    "Token",
+    "UnsupportedConstraint",
+    "load_backend",
+    "smollm2_gguf_path",
+]
+
+
+def load_backend(
+    path: Path,
+    backend: Literal["llama_cpp", "transformers"] = "llama_cpp",
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    quantization: str = "none",
+    n_ctx: int = 2048,
+    n_threads: int = 2,
+    max_num_seqs: int = 8,
+    cache_dir: Path | None = None,
+) -> LLMBackend:
+    """Load a causal LM for serving. `path` is a GGUF file (either backend) or a Hugging Face model dir
+    (transformers). `cache_dir` (transformers + GGUF only) keeps a dequantized copy so later loads are fast."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"LLM path not found: {path}")
+    if quantization not in ("none", "int8", "int4"):
+        raise ModelError(f"unknown quantization {quantization!r}: use none, int8 or int4")
+    if backend == "llama_cpp":
+        if path.suffix != ".gguf" or not path.is_file():
+            raise ModelError("the llama_cpp backend needs a .gguf file")
+        if quantization != "none":
+            raise ModelError(
+                "llama_cpp uses the GGUF file's own quantization: set quantization to none and pick a "
+                "quantized .gguf (e.g. Q4_1, Q8_0) instead"
+            )
+        from engines.llm.llama_cpp_backend import LlamaCppBackend
+
+        return LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, max_num_seqs=max_num_seqs, device=device)
+    if backend == "transformers":
+        from engines.llm.transformers_backend import TransformersBackend
+
+        return TransformersBackend(
+            path,
+            device=device,
+            dtype=dtype,
+            quantization=quantization,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            max_num_seqs=max_num_seqs,
+            cache_dir=cache_dir,
+        )
+    raise ModelError(f"unknown LLM backend {backend!r}: use llama_cpp or transformers")

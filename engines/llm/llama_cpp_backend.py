@@ -1,0 +1,312 @@
+"""llama.cpp runtime (llama-cpp-python low-level API): GGUF models, soft tokens, continuous batching, grammars.
+
+One llama context holds `max_num_seqs` sequences, each with its own seq_id and `n_ctx` KV cells (the context is
+created with n_ctx * max_num_seqs cells and a non-unified KV cache, so one long sequence can never starve the
+others). Soft tokens go in through `llama_batch.embd`; a batch is either tokens or embeddings, so a prompt is
+prefilled as consecutive batches with consecutive positions. Each decode step sends one token per running
+sequence in a single `llama_decode`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engines.errors import BadRequest, ModelError
+from engines.llm.base import SamplingParams
+from engines.llm.batching import BatchedBackend, Seq, split_ids
+from engines.llm.sampling import Constraint, Detokenizer
+
+log = logging.getLogger(__name__)
+
+_N_BATCH = 512  # tokens per llama_decode call during prefill
+_init_lock = threading.Lock()
+_backend_ready = False
+
+
+def _lib():  # noqa: ANN202 - the ctypes module
+    try:
+        import llama_cpp
+    except ImportError as e:  # the source build failed or was skipped
+        raise ModelError("llama-cpp-python is not installed; run `make install` or use backend=transformers") from e
+    # Its log callback prints to stderr when this logger's level allows; its level map is shifted by one, so
+    # ERROR here keeps llama.cpp's warnings and errors and drops the per-load info chatter.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    return llama_cpp
+
+
+class _ByteDetokenizer(Detokenizer):
+    def __init__(self, backend: LlamaCppBackend) -> None:
+        self.backend = backend
+        self.utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def add(self, token: int) -> str:
+        return self.utf8.decode(self.backend._piece(token))
+
+
+class LlamaGrammarConstraint(Constraint):
+    """A GBNF grammar enforced by llama.cpp's grammar sampler, one sampler (parser state) per sequence."""
+
+    def __init__(self, backend: LlamaCppBackend, gbnf: str) -> None:
+        L = backend.lib
+        self.L = L
+        self.smpl = L.llama_sampler_init_grammar(backend.vocab, gbnf.encode(), b"root")
+        if not self.smpl:
+            raise BadRequest("the grammar could not be parsed (llama.cpp GBNF syntax expected, rule 'root')")
+        n = backend.vocab_size
+        self._data = (L.llama_token_data * n)()
+        self._view = np.ctypeslib.as_array(self._data)  # structured: id, logit, p
+        self._view["id"] = np.arange(n, dtype=np.int32)
+        self._arr = L.llama_token_data_array(data=self._data, size=n, selected=-1, sorted=False)
+
+    def mask_logits(self, logits: np.ndarray) -> np.ndarray:
+        n = len(self._view)
+        self._view["id"] = np.arange(n, dtype=np.int32)
+        self._view["logit"] = logits
+        self._view["p"] = 0.0
+        self._arr.size, self._arr.selected, self._arr.sorted = n, -1, False
+        self.L.llama_sampler_apply(self.smpl, ctypes.byref(self._arr))
+        out = np.empty_like(logits)
+        out[self._view["id"]] = self._view["logit"]
+        return out
+
+    def accept(self, token: int) -> None:
+        self.L.llama_sampler_accept(self.smpl, int(token))
+
+    def close(self) -> None:
+        if self.smpl:
+            self.L.llama_sampler_free(self.smpl)
+            self.smpl = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class LlamaCppBackend(BatchedBackend):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        max_num_seqs: int = 8,
+        device: str = "cpu",
+    ) -> None:
+        global _backend_ready
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"GGUF model file not found: {path.name}")
+        L = self.lib = _lib()
+        with _init_lock:
+            if not _backend_ready:
+                L.llama_backend_init()
+                _backend_ready = True
+        if device != "cpu" and not L.llama_supports_gpu_offload():
+            raise ModelError(f"this llama-cpp-python build has no GPU support; device={device!r} is unavailable")
+        mp = L.llama_model_default_params()
+        mp.n_gpu_layers = 0 if device == "cpu" else -1  # a CUDA build offloads every layer when asked
+        self.model = L.llama_model_load_from_file(str(path).encode(), mp)
+        if not self.model:
+            raise ModelError(f"llama.cpp could not load {path.name} (not a GGUF model it supports?)")
+        cp = L.llama_context_default_params()
+        cp.n_ctx = n_ctx * max_num_seqs
+        cp.n_batch = cp.n_ubatch = max(_N_BATCH, max_num_seqs)
+        cp.n_seq_max = max_num_seqs
+        cp.n_threads = cp.n_threads_batch = n_threads
+        cp.kv_unified = False  # each sequence gets its own n_ctx cells
+        self.ctx = L.llama_init_from_model(self.model, cp)
+        if not self.ctx:
+            L.llama_model_free(self.model)
+            raise ModelError("llama.cpp could not create a context (out of memory for the KV cache?)")
+        self.mem = L.llama_get_memory(self.ctx)
+        self.vocab = L.llama_model_get_vocab(self.model)
+        self.vocab_size = L.llama_vocab_n_tokens(self.vocab)
+        self.hidden_size = L.llama_model_n_embd(self.model)
+        self.eos_id = L.llama_vocab_eos(self.vocab)
+        self.arch = self._meta("general.architecture")
+        self.path = path
+        self.model_bytes = L.llama_model_size(self.model)
+        self.name = f"llama_cpp:{path.stem}"
+        super().__init__(max_num_seqs, min(n_ctx, L.llama_n_ctx_seq(self.ctx)))
+        self._tok_batch = L.llama_batch_init(cp.n_batch, 0, 1)
+        self._emb_batch = L.llama_batch_init(cp.n_batch, self.hidden_size, 1)
+        self._embd_table = None  # the GGUF token_embd tensor, read lazily for embed_tokens
+        self._embd_lock = threading.Lock()
+        self._pieces: dict[int, bytes] = {}
+
+    # ---- tokens ------------------------------------------------------------------------------------
+    def _meta(self, key: str) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = self.lib.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n >= 0 else ""
+
+    def tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (self.lib.llama_token * cap)()
+        # parse_special=True: special-token text (e.g. "<|im_start|>") becomes the special token, as in HF
+        n = self.lib.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+        if n < 0:
+            cap = -n
+            buf = (self.lib.llama_token * cap)()
+            n = self.lib.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, True)
+        return list(buf[:n])
+
+    def _piece(self, token: int) -> bytes:
+        p = self._pieces.get(token)
+        if p is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self.lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self.lib.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
+            p = self._pieces[token] = buf.raw[:n]
+        return p
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return b"".join(self._piece(int(t)) for t in ids).decode("utf-8", errors="replace")
+
+    def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
+        """Rows of the GGUF `token_embd` tensor (dequantized); Gemma's √hidden scaling is applied here because
+        llama.cpp does not apply it to embedding input."""
+        from gguf import GGUFReader
+        from gguf.quants import dequantize
+
+        with self._embd_lock:
+            if self._embd_table is None:
+                reader = GGUFReader(str(self.path))
+                t = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+                if t is None:
+                    raise ModelError("this GGUF file has no token_embd tensor")
+                self._embd_table = (t.data, t.tensor_type)
+        data, qtype = self._embd_table
+        idx = np.asarray(ids, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.vocab_size):
+            raise BadRequest("token id out of range")
+        rows = np.asarray(dequantize(data[idx], qtype), dtype=np.float32).reshape(len(idx), self.hidden_size)
+        if self.arch.startswith("gemma"):
+            rows = rows * np.float32(math.sqrt(self.hidden_size))
+        return rows
+
+    # ---- constraints -------------------------------------------------------------------------------
+    def _constraint(self, params: SamplingParams) -> Constraint | None:
+        if params.grammar is not None:
+            return LlamaGrammarConstraint(self, params.grammar)
+        if params.json_schema is not None:
+            from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+            try:
+                gbnf = json_schema_to_gbnf(json.dumps(params.json_schema))
+            except Exception as e:
+                raise BadRequest(f"json_schema cannot be turned into a grammar: {e}") from None
+            return LlamaGrammarConstraint(self, gbnf)
+        return super()._constraint(params)
+
+    def _detokenizer(self) -> Detokenizer:
+        return _ByteDetokenizer(self)
+
+    def _is_eos(self, token: int) -> bool:
+        return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
+
+    # ---- engine hooks ------------------------------------------------------------------------------
+    def _logits(self, i: int) -> np.ndarray:
+        ptr = self.lib.llama_get_logits_ith(self.ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,)).copy()
+
+    def _run_batch(self, seq: int, pos0: int, ids: list[int] | None, embd: np.ndarray | None, logits: str) -> None:
+        """Decode one chunk for one sequence; `logits` is "last", "all" or "none"."""
+        b = self._tok_batch if embd is None else self._emb_batch
+        n = len(ids) if embd is None else len(embd)
+        if embd is not None:
+            ctypes.memmove(b.embd, embd.ctypes.data, embd.nbytes)
+        else:
+            for i, t in enumerate(ids):
+                b.token[i] = t
+        for i in range(n):
+            b.pos[i] = pos0 + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = logits == "all" or (logits == "last" and i == n - 1)
+        b.n_tokens = n
+        self._check(self.lib.llama_decode(self.ctx, b))
+
+    def _check(self, rc: int) -> None:
+        if rc == 1:
+            raise ModelError("llama.cpp found no free KV cells for this batch")
+        if rc != 0:
+            raise ModelError(f"llama_decode failed ({rc})")
+
+    def _prefill_parts(self, seq: Seq) -> None:
+        pos = 0
+        last = len(seq.parts) - 1
+        for k, (kind, data) in enumerate(seq.parts):
+            chunks = (
+                split_ids(data, _N_BATCH)
+                if kind == "ids"
+                else [data[i : i + _N_BATCH] for i in range(0, len(data), _N_BATCH)]
+            )
+            for j, chunk in enumerate(chunks):
+                final = k == last and j == len(chunks) - 1
+                emb = np.ascontiguousarray(chunk, dtype=np.float32) if kind == "embd" else None
+                self._run_batch(seq.slot, pos, chunk if kind == "ids" else None, emb, "last" if final else "none")
+                pos += len(chunk)
+
+    def _prefill(self, seq: Seq) -> np.ndarray:
+        self._prefill_parts(seq)
+        return self._logits(-1)
+
+    def _decode(self, seqs: list[Seq]) -> list[np.ndarray]:
+        b = self._tok_batch
+        for i, s in enumerate(seqs):
+            b.token[i] = s.last_token
+            b.pos[i] = s.pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = s.slot
+            b.logits[i] = True
+        b.n_tokens = len(seqs)
+        self._check(self.lib.llama_decode(self.ctx, b))
+        return [self._logits(i) for i in range(len(seqs))]
+
+    def _release(self, seq: Seq) -> None:
+        if seq.slot >= 0:
+            self.lib.llama_memory_seq_rm(self.mem, seq.slot, -1, -1)
+        if seq.sampler is not None and seq.sampler.constraint is not None:
+            seq.sampler.constraint.close()
+
+    def _score(self, seq: Seq) -> list[float]:
+        self._prefill_parts(seq)
+        first = self._logits(-1)
+        n = seq.n_prompt
+        out = []
+        for ids in seq.choices or []:
+            lp = _logprob(first, ids[0])
+            if len(ids) > 1:
+                self._run_batch(seq.slot, n, ids[:-1], None, "all")
+                for j, t in enumerate(ids[1:]):
+                    lp += _logprob(self._logits(j), t)
+                self.lib.llama_memory_seq_rm(self.mem, seq.slot, n, -1)
+            out.append(lp)
+        return out
+
+    def close(self) -> None:
+        super().close()
+        L = self.lib
+        if getattr(self, "ctx", None):
+            L.llama_batch_free(self._tok_batch)
+            L.llama_batch_free(self._emb_batch)
+            L.llama_free(self.ctx)
+            L.llama_model_free(self.model)
+            self.ctx = self.model = None
+
+
+def _logprob(logits: np.ndarray, token: int) -> float:
+    m = float(logits.max())
+    return float(logits[token] - m - math.log(float(np.exp(logits - m).sum())))
