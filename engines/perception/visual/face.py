@@ -1,0 +1,89 @@
+"""Face detection + 478-point face mesh with the models bundled in mediapipe 0.10.21 (no download).
+
+Uses the legacy `mp.solutions.face_mesh` graph (short-range BlazeFace detector + attention mesh with irises) in
+static-image mode, so every frame is independent and one clip never leaks tracking state into the next.
+A MediaPipe graph must not be entered by two threads at once, so graphs live in a small pool.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from engines.errors import ModelError
+
+
+@dataclass
+class FrameFace:
+    """The largest face of one frame: landmarks in pixels (x, y, z scaled like x) and its box."""
+
+    n_faces: int
+    landmarks: np.ndarray | None  # (478, 3) float32
+    box: tuple[float, float, float, float] | None  # x0, y0, x1, y1
+
+
+class FaceMesher:
+    def __init__(self, max_faces: int = 3, pool_size: int = 2, min_confidence: float = 0.5) -> None:
+        try:
+            import mediapipe as mp
+        except ImportError as e:
+            raise ModelError(f"mediapipe is not installed ({e})") from None
+        self._mp = mp
+        self._max_faces = max_faces
+        self._min_conf = min_confidence
+        self._pool: queue.Queue = queue.Queue()
+        self._created = 0
+        self._cap = max(1, pool_size)
+        self._lock = threading.Lock()
+        self._pool.put(self._new_graph())  # fail at load time, not on the first request
+
+    def _new_graph(self):  # -> mp.solutions.face_mesh.FaceMesh
+        self._created += 1
+        return self._mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=self._max_faces, refine_landmarks=True,
+            min_detection_confidence=self._min_conf,
+        )
+
+    def _acquire(self):
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                if self._created < self._cap:
+                    return self._new_graph()
+            return self._pool.get()
+
+    def detect(self, frames: list[np.ndarray] | np.ndarray) -> list[FrameFace]:
+        """Faces of each RGB uint8 frame; one graph is held for the whole list."""
+        graph = self._acquire()
+        try:
+            return [self._one(graph, f) for f in frames]
+        finally:
+            self._pool.put(graph)
+
+    @staticmethod
+    def _one(graph, frame: np.ndarray) -> FrameFace:
+        h, w = frame.shape[:2]
+        res = graph.process(np.ascontiguousarray(frame))
+        faces = res.multi_face_landmarks or []
+        if not faces:
+            return FrameFace(0, None, None)
+        best, best_area, best_box = None, -1.0, None
+        for face in faces:
+            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in face.landmark], dtype=np.float32)
+            x0, y0 = pts[:, :2].min(axis=0)
+            x1, y1 = pts[:, :2].max(axis=0)
+            area = float((x1 - x0) * (y1 - y0))
+            if area > best_area:
+                best, best_area, best_box = pts, area, (float(x0), float(y0), float(x1), float(y1))
+        return FrameFace(len(faces), best, best_box)
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                return

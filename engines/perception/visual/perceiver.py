@@ -1,0 +1,138 @@
+"""The lite video cue front end: frames -> largest face -> measures + FER expression -> visual cues.
+
+`VisualPerceiver(settings.lite).perceive(frames, times)` is what the lite pipeline's visual stage calls;
+`perceive_batch` serves the dynamic batcher (face meshes run per frame, FER crops of all clips run as one batch).
+Thread-safe: MediaPipe graphs come from a pool, ONNX Runtime sessions allow concurrent runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engines.errors import BadRequest
+from engines.perception.visual import cues as cue_rules
+from engines.perception.visual import geometry
+from engines.perception.visual.face import FaceMesher, FrameFace
+from engines.perception.visual.fer import FER_LABELS, FerClassifier, face_crops
+from engines.types import Cue
+from xemo.settings import LiteSettings
+
+MAX_FRAMES = 1024  # a clip's frames are capped by ingest long before this; guards direct callers
+
+
+@dataclass
+class VisualResult:
+    face_found: bool
+    faces_per_frame: list[int]
+    cues: list[Cue]  # modality "visual"
+    expression: dict[str, float]  # mean FER probabilities over frames with a face; {} without a face or FER
+    per_frame: list[dict[str, Any]] = field(default_factory=list)  # time, face count, measures, FER per frame
+    summary: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"face_found": self.face_found, "faces_per_frame": self.faces_per_frame,
+                "cues": [c.to_dict() for c in self.cues], "expression": self.expression,
+                "per_frame": self.per_frame, "summary": self.summary}
+
+
+def _check(frames: Any, times: Any) -> tuple[np.ndarray, list[float]]:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = getattr(frames, "shape", None)
+        raise BadRequest(f"visual perception needs RGB uint8 frames shaped (N, H, W, 3), got {shape}")
+    n = len(frames)
+    if n > MAX_FRAMES:
+        raise BadRequest(f"too many frames for visual perception: {n} > {MAX_FRAMES}")
+    if n and min(frames.shape[1], frames.shape[2]) < 8:
+        raise BadRequest(f"frames of {frames.shape[2]}x{frames.shape[1]} pixels are too small to hold a face")
+    try:
+        ts = [float(t) for t in times]
+    except (TypeError, ValueError):
+        raise BadRequest("frame times must be numbers") from None
+    if len(ts) != n:
+        raise BadRequest(f"got {n} frames but {len(ts)} frame times")
+    if any(not math.isfinite(t) for t in ts) or any(b < a for a, b in zip(ts, ts[1:], strict=False)):
+        raise BadRequest("frame times must be finite and non-decreasing")
+    return frames, ts
+
+
+class VisualPerceiver:
+    def __init__(self, settings: LiteSettings) -> None:
+        self.settings = settings
+        self.mesher = FaceMesher(pool_size=max(1, settings.n_threads))
+        self.fer: FerClassifier | None = None
+        if settings.use_fer:
+            self.fer = FerClassifier(runtime=settings.fer_runtime, cache_dir=settings.cache_dir,
+                                     n_threads=settings.n_threads)
+
+    @property
+    def fer_runtime(self) -> str | None:
+        return self.fer.runtime if self.fer else None
+
+    def perceive(self, frames: np.ndarray, times: list[float]) -> VisualResult:
+        return self.perceive_batch([(frames, times)])[0]
+
+    def perceive_batch(self, items: list[tuple[np.ndarray, list[float]]]) -> list[VisualResult]:
+        checked = [_check(f, t) for f, t in items]
+        faces = [self.mesher.detect(f) for f, _ in checked]
+        probs = self._expressions(checked, faces)
+        return [self._result(ts, ff, p) for (_, ts), ff, p in zip(checked, faces, probs, strict=True)]
+
+    def _expressions(self, checked: list[tuple[np.ndarray, list[float]]],
+                     faces: list[list[FrameFace]]) -> list[np.ndarray | None]:
+        """FER probabilities per frame (NaN rows without a face), one classifier call for every clip."""
+        if self.fer is None:
+            return [None] * len(checked)
+        imgs, boxes, where = [], [], []
+        for ci, ((frames, _), ff) in enumerate(zip(checked, faces, strict=True)):
+            for fi, f in enumerate(ff):
+                if f.box is not None:
+                    imgs.append(frames[fi])
+                    boxes.append(f.box)
+                    where.append((ci, fi))
+        out = [np.full((len(ff), len(FER_LABELS)), np.nan, dtype=np.float32) for ff in faces]
+        if imgs:
+            p = self.fer.predict(face_crops(imgs, boxes))
+            for (ci, fi), row in zip(where, p, strict=True):
+                out[ci][fi] = row
+        return out
+
+    def _result(self, times: list[float], ff: list[FrameFace], probs: np.ndarray | None) -> VisualResult:
+        rows: list[dict[str, float] | None] = []
+        for f in ff:
+            try:
+                rows.append(geometry.measure(f.landmarks) if f.landmarks is not None else None)
+            except ValueError:  # degenerate mesh (eye corners coincide): treat as no usable face
+                rows.append(None)
+        counts = [f.n_faces for f in ff]
+        n_face = sum(r is not None for r in rows)
+        per_frame: list[dict[str, Any]] = []
+        for i, (t, r) in enumerate(zip(times, rows, strict=True)):
+            d: dict[str, Any] = {"t": round(t, 3), "faces": counts[i]}
+            if r is not None:
+                d.update({k: round(v, 4) for k, v in r.items()})
+                if probs is not None:
+                    d["fer"] = {lb: round(float(p), 4) for lb, p in zip(FER_LABELS, probs[i], strict=True)}
+            per_frame.append(d)
+        if n_face == 0:
+            what = "no frames" if not times else f"no face seen in {len(times)} frames"
+            return VisualResult(False, counts, [], {}, per_frame, what)
+        expression: dict[str, float] = {}
+        if probs is not None:
+            mask = np.array([r is not None for r in rows])
+            mean = np.nanmean(probs[mask], axis=0)
+            expression = {lb: round(float(p), 4) for lb, p in zip(FER_LABELS, mean, strict=True)}
+        cues = cue_rules.clip_cues(times, rows, probs)
+        summary = f"face seen in {n_face}/{len(times)} frames"
+        if max(counts) > 1:
+            summary += f" (up to {max(counts)} faces; the largest is described)"
+        if expression:
+            top = max(expression, key=expression.__getitem__)
+            summary += f"; expression mostly {top} ({expression[top]:.2f})"
+        return VisualResult(True, counts, cues, expression, per_frame, summary)
+
+    def close(self) -> None:
+        self.mesher.close()
