@@ -1,0 +1,288 @@
+"""Probe, check the budgets, then decode one upload. Runs inside a decoder worker process (engines/ingest/worker.py).
+
+Order matters: every limit that can be read from the container (duration, size, frame count, audio seconds) is
+checked before any frame is decoded, and the limits that only the packets reveal (real frame count and span)
+are checked after a packet scan but still before decoding pictures. decord reads video (the authors' decoder);
+PyAV demuxes, extracts audio, and decodes video when decord is not asked for or cannot read the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from engines.errors import CorruptMedia, MediaError, NoStreams, TooLong, TooManyPixels
+from engines.ingest import sampling
+from engines.ingest.formats import AUDIO_ONLY, DEMUXER_OPTIONS, DEMUXERS, SAFE_OPTIONS
+from engines.types import AudioInfo, VideoInfo
+from xemo.settings import IngestSettings
+
+Arrays = dict[str, np.ndarray]
+
+
+def open_container(path: str, fmt: str, what: str) -> av.container.InputContainer:
+    """Open with the demuxer forced by the detected format, local-file protocol only."""
+    demuxer = DEMUXERS[fmt]
+    options = {**SAFE_OPTIONS, **DEMUXER_OPTIONS.get(demuxer, {})}
+    try:
+        return av.open(path, mode="r", format=demuxer, container_options=options, metadata_errors="ignore")
+    except av.FFmpegError as e:
+        raise CorruptMedia(f"the {what} file could not be opened as {fmt} ({_reason(e)}); "
+                           "it may be truncated or damaged: re-export it and upload again") from None
+
+
+def _reason(e: Exception) -> str:
+    # FFmpeg errors carry the file name in str(e); strerror is the part without paths
+    return (getattr(e, "strerror", None) or type(e).__name__).rstrip(".")
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
+    if value is None or time_base is None or value <= 0:
+        return None
+    return float(value * time_base)
+
+
+def _video_stream(c: av.container.InputContainer, fmt: str) -> av.VideoStream | None:
+    if fmt in AUDIO_ONLY:
+        return None  # cover art in mp3/flac/ogg is not a video
+    for s in c.streams.video:
+        if not s.disposition & av.stream.Disposition.attached_pic:
+            return s
+    return None
+
+
+def check_video_stream(s: av.VideoStream, cs: IngestSettings) -> None:
+    w, h = s.codec_context.width, s.codec_context.height
+    if w <= 0 or h <= 0:
+        raise CorruptMedia("the video stream has no picture size; the file is damaged: re-export it")
+    if w > cs.max_width or h > cs.max_height:
+        raise TooManyPixels(f"the video is {w}x{h} pixels; the limit is {cs.max_width}x{cs.max_height}: "
+                            "downscale it (e.g. to 1280x720) and upload again")
+    if w * h > cs.max_pixels:
+        raise TooManyPixels(f"the video has {w * h / 1e6:.1f} MP per frame; the limit is "
+                            f"{cs.max_pixels / 1e6:.1f} MP: downscale it (e.g. to 1280x720) and upload again")
+    _check_duration(_seconds(s.duration, s.time_base), cs.max_duration_s, "video")
+    _check_frame_count(s.frames or 0, cs)
+
+
+def _check_duration(seconds: float | None, limit: float, what: str) -> None:
+    if seconds is not None and seconds > limit:
+        raise TooLong(f"the {what} is {seconds:.1f} s long; the limit is {limit:g} s: trim it and upload again")
+
+
+def _check_frame_count(frames: int, cs: IngestSettings) -> None:
+    limit = int(cs.max_duration_s * cs.max_fps)
+    if frames > limit:
+        raise TooLong(f"the video has {frames} frames; the limit is {limit} ({cs.max_duration_s:g} s at "
+                      f"{cs.max_fps:g} fps): trim it or lower its frame rate")
+
+
+def scan_video_times(c: av.container.InputContainer, s: av.VideoStream, cs: IngestSettings) -> np.ndarray:
+    """Presentation times (s, from the first frame) of every video packet, without decoding any picture."""
+    limit = int(cs.max_duration_s * cs.max_fps)
+    pts: list[int] = []
+    for pkt in c.demux(s):
+        if pkt.size == 0:
+            continue  # flush packet
+        t = pkt.pts if pkt.pts is not None else pkt.dts
+        if t is None:
+            t = (pts[-1] + 1) if pts else 0
+        pts.append(t)
+        if len(pts) > limit:
+            _check_frame_count(len(pts), cs)
+    times = np.sort(np.asarray(pts, dtype=np.float64)) * float(s.time_base or Fraction(1, 1))
+    return times - times[0] if len(times) else times
+
+
+def _check_times(times: np.ndarray, cs: IngestSettings) -> None:
+    if len(times) == 0:
+        raise CorruptMedia("the video stream holds no frames; the file is damaged: re-export it")
+    _check_frame_count(len(times), cs)
+    _check_duration(float(times[-1] - times[0]), cs.max_duration_s, "video")
+
+
+def _select(times: np.ndarray, cs: IngestSettings) -> tuple[np.ndarray, np.ndarray]:
+    n = min(cs.num_frames, cs.max_decoded_frames)
+    sampled = sampling.uniform_indices(times, n)
+    timeline = sampling.timeline_indices(times, cs.timeline_fps, cs.max_decoded_frames - n)
+    return sampled, timeline
+
+
+def first_rotation(c: av.container.InputContainer, s: av.VideoStream) -> int:
+    """Display rotation (degrees counter-clockwise) from the first decoded frame; also proves the stream decodes."""
+    for frame in c.decode(s):
+        return int(frame.rotation or 0)
+    raise CorruptMedia("no picture could be decoded from the video stream; the file is damaged: re-export it")
+
+
+def _rot90(img: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
+def decode_video_decord(path: str, out_wh: tuple[int, int], cs: IngestSettings
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """decord: frame times from its index, frames by index, scaled (and rotated) inside FFmpeg."""
+    import decord
+
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), width=out_wh[0], height=out_wh[1], num_threads=0)
+    n = len(vr)
+    _check_frame_count(n, cs)
+    raw = np.asarray(vr.get_frame_timestamp(np.arange(n)))[:, 0].astype(np.float64)
+    order = np.argsort(raw, kind="stable")
+    times = raw[order] - raw[order[0]]
+    _check_times(times, cs)
+    sampled, timeline = _select(times, cs)
+    wanted = np.unique(np.concatenate([sampled, timeline]))
+    batch = vr.get_batch(order[wanted].tolist()).asnumpy()
+    pos = {int(i): k for k, i in enumerate(wanted)}
+    frames = batch[[pos[int(i)] for i in sampled]]
+    tl = batch[[pos[int(i)] for i in timeline]] if len(timeline) else batch[:0]
+    return frames, times[sampled], tl, times[timeline] if len(timeline) else times[:0]
+
+
+def decode_video_pyav(path: str, fmt: str, times: np.ndarray, rotation: int, out_wh: tuple[int, int],
+                      cs: IngestSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PyAV: one sequential pass (faster than seeking for sparse frames in long GOPs), stopping after the last
+    wanted frame; only wanted frames are scaled and converted to RGB."""
+    sampled, timeline = _select(times, cs)
+    wanted = np.unique(np.concatenate([sampled, timeline]))
+    # PyAV scales in coded orientation, then we rotate; out_wh is the display size.
+    w, h = (out_wh[1], out_wh[0]) if (rotation // 90) % 2 else out_wh
+    picked: dict[int, np.ndarray] = {}
+    targets = set(int(i) for i in wanted)
+    last = int(wanted[-1])
+    with open_container(path, fmt, "video") as c:
+        s = _video_stream(c, fmt)
+        s.thread_type = "AUTO"
+        for i, frame in enumerate(c.decode(s)):
+            if i in targets:
+                img = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
+                picked[i] = _rot90(img, rotation)
+            if i >= last:
+                break
+    if not picked:
+        raise CorruptMedia("no picture could be decoded from the video stream; the file is damaged: re-export it")
+    # A damaged stream may yield fewer frames than packets: reuse the nearest decoded frame.
+    have = np.array(sorted(picked))
+
+    def get(i: int) -> np.ndarray:
+        return picked[i] if i in picked else picked[int(have[np.abs(have - i).argmin()])]
+
+    frames = np.stack([get(int(i)) for i in sampled])
+    tl = np.stack([get(int(i)) for i in timeline]) if len(timeline) else frames[:0]
+    return frames, times[sampled], tl, times[timeline] if len(timeline) else times[:0]
+
+
+def decode_audio(path: str, fmt: str, cs: IngestSettings, what: str) -> tuple[np.ndarray, AudioInfo] | None:
+    """Mono float32 at cs.audio_sample_rate from the first audio stream, or None when there is none."""
+    with open_container(path, fmt, what) as c:
+        if not c.streams.audio:
+            return None
+        s = c.streams.audio[0]
+        seconds = _seconds(s.duration, s.time_base) or (c.duration / av.time_base if c.duration else None)
+        _check_duration(seconds, cs.max_audio_s, "audio")
+        sr = cs.audio_sample_rate
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+        limit = int((cs.max_audio_s + 1.0) * sr)
+        chunks: list[np.ndarray] = []
+        total = 0
+        try:
+            for frame in c.decode(s):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    total += chunks[-1].size
+                if total > limit:
+                    _check_duration(total / sr, cs.max_audio_s, "audio")
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as e:
+            if not chunks:
+                raise CorruptMedia(f"the audio of the {what} file could not be decoded ({_reason(e)}); "
+                                   "re-export it and upload again") from None
+            # keep what decoded before a damaged tail
+        audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+        if audio.size == 0:
+            return None
+        info = AudioInfo(sample_rate=sr, channels=int(s.codec_context.channels or 1),
+                         seconds=round(audio.size / sr, 4), codec=s.codec_context.name)
+        return audio, info
+
+
+def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Arrays]:
+    """Everything ingest needs from one upload: metadata (JSON-able) and arrays (frames, timeline, audio)."""
+    video, vfmt = job.get("video"), job.get("video_fmt")
+    audio_path, afmt = job.get("audio"), job.get("audio_fmt")
+    meta: dict[str, Any] = {"container": vfmt or afmt, "video": None, "audio": None,
+                            "frame_times": [], "timeline_times": [], "decoder": None}
+    arrays: Arrays = {}
+    own_audio = False
+    duration: float | None = None
+    if video is not None:
+        duration, own_audio = _video_part(video, vfmt, cs, job.get("decoder", cs.video_decoder), meta, arrays)
+        if meta["video"] is None and not own_audio and audio_path is None:
+            raise NoStreams("the file has neither a video nor an audio track; upload a clip with at least one")
+    src = (audio_path, afmt, "audio") if audio_path is not None else (video, vfmt, "video") if own_audio else None
+    if src is not None:
+        got = decode_audio(src[0], src[1], cs, src[2])
+        if got is None and audio_path is not None and meta["video"] is None:
+            raise NoStreams("the audio file has no audio track; upload a wav, flac, ogg or mp3 with sound in it")
+        if got is not None:
+            arrays["audio"], info = got
+            meta["audio"] = asdict(info)
+    if meta["video"] is None and "audio" not in arrays:
+        raise NoStreams("nothing to analyse: the upload has no decodable video or audio; upload a clip with either")
+    if duration is None:
+        duration = meta["audio"]["seconds"]
+    meta["duration_s"] = float(duration)
+    return meta, arrays
+
+
+def _video_part(path: str, fmt: str, cs: IngestSettings, decoder: str, meta: dict[str, Any],
+                arrays: Arrays) -> tuple[float | None, bool]:
+    """Probe the main upload, check its limits, decode its frames. Returns (duration, has an audio track)."""
+    with open_container(path, fmt, "video") as c:
+        vs = _video_stream(c, fmt)
+        has_audio = bool(c.streams.audio)
+        if c.duration is not None and c.duration > 0:
+            _check_duration(c.duration / av.time_base, cs.max_duration_s, "clip")
+        if vs is None:
+            return None, has_audio
+        check_video_stream(vs, cs)
+        fps = float(vs.average_rate or vs.guessed_rate or 0)
+        codec = vs.codec_context.name
+        cw, ch = vs.codec_context.width, vs.codec_context.height
+        times = scan_video_times(c, vs, cs)
+        _check_times(times, cs)
+    with open_container(path, fmt, "video") as c:
+        rotation = first_rotation(c, _video_stream(c, fmt))
+    dw, dh = (ch, cw) if (rotation // 90) % 2 else (cw, ch)
+    out_wh = sampling.output_size(dw, dh, cs.long_side)
+    result = None
+    if decoder == "decord":
+        try:
+            result = decode_video_decord(path, out_wh, cs)
+            meta["decoder"] = "decord"
+        except MediaError:
+            raise
+        except Exception:  # decord cannot read it (codec, index, bad header): PyAV is the fallback
+            result = None
+    if result is None:
+        result = decode_video_pyav(path, fmt, times, rotation, out_wh, cs)
+        meta["decoder"] = "pyav"
+    frames, ftimes, timeline, ttimes = result
+    arrays["frames"] = frames
+    if len(timeline):
+        arrays["timeline"] = timeline
+    meta["frame_times"] = [float(t) for t in ftimes]
+    meta["timeline_times"] = [float(t) for t in ttimes]
+    if fps <= 0 and len(times) > 1:
+        fps = (len(times) - 1) / float(times[-1] - times[0])
+    duration = float(times[-1] - times[0]) + (1.0 / fps if fps > 0 else 0.0)
+    meta["video"] = asdict(VideoInfo(width=dw, height=dh, fps=round(fps, 3), frames=len(times), codec=codec,
+                                     rotation=(rotation % 360)))
+    return duration, has_audio

@@ -1,0 +1,184 @@
+"""Warm decoder processes owned by this (server) process, each killed and respawned on timeout or crash.
+
+decord can deadlock holding the GIL and leaks memory; FFmpeg can crash on hostile input. Neither may hang or kill
+the caller, so decoding never runs in-process: a job goes over a pipe to a pre-started worker
+(engines/ingest/worker.py) and the caller waits with `select` against a hard deadline. A worker that misses it is
+SIGKILLed and replaced at once, so the next call finds a warm one again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from engines.errors import CorruptMedia, DecodeTimeout, ModelError, Overloaded
+
+_ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the `engines` package
+STARTUP_TIMEOUT_S = 60.0  # imports on a cold, busy machine; not part of any request's decode budget
+
+
+class DecoderWorker:
+    """One worker process and its two pipes."""
+
+    def __init__(self, memory_mb: int) -> None:
+        self.memory_mb = memory_mb
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._spawn()
+
+    def _spawn(self) -> None:
+        job_r, job_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "engines.ingest.worker", str(job_r), str(rep_w), str(self.memory_mb)],
+                pass_fds=(job_r, rep_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=env, close_fds=True, start_new_session=True,
+            )
+        finally:
+            os.close(job_r)
+            os.close(rep_w)
+        self._tx, self._rx = job_w, rep_r
+        self._buf = b""
+        self._ready = False
+        self.started = time.monotonic()
+
+    def _close_fds(self) -> None:
+        for fd in (self._tx, self._rx):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+        self._close_fds()
+
+    def respawn(self) -> None:
+        self.kill()
+        self._spawn()
+
+    def close(self) -> None:
+        """Polite stop: closing the job pipe ends the worker's loop; kill if it does not go."""
+        self._close_fds()
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _readline(self, deadline: float) -> bytes | None:
+        """One reply line; None on timeout, b'' if the worker died."""
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([self._rx], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(self._rx, 1 << 16)
+            if not chunk:
+                return b""
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def wait_ready(self) -> None:
+        if self._ready:
+            return
+        line = self._readline(self.started + STARTUP_TIMEOUT_S)
+        if not line:
+            self.respawn()
+            raise ModelError("the media decoder process failed to start; check that PyAV and decord are installed")
+        self._ready = True
+
+    def call(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        self.wait_ready()
+        try:
+            os.write(self._tx, (json.dumps(job) + "\n").encode())
+        except BrokenPipeError:  # died while idle (e.g. killed from outside): replace it and try once more
+            self.respawn()
+            self.wait_ready()
+            os.write(self._tx, (json.dumps(job) + "\n").encode())
+        line = self._readline(time.monotonic() + timeout_s)
+        if line is None:
+            self.respawn()
+            raise DecodeTimeout(f"decoding took longer than {timeout_s:g} s and was stopped; the file may be "
+                                "damaged or too complex: re-encode it (e.g. H.264, 720p) and upload again")
+        if line == b"":
+            self.respawn()
+            raise CorruptMedia("the decoder crashed on this file; it is probably damaged or malformed: "
+                               "re-export it and upload again")
+        return json.loads(line)
+
+
+class DecoderPool:
+    """A fixed set of warm workers; a call borrows one for the duration of one decode."""
+
+    def __init__(self, size: int, memory_mb: int) -> None:
+        self.key = (size, memory_mb)
+        self._idle: queue.Queue[DecoderWorker] = queue.Queue()
+        self._all = [DecoderWorker(memory_mb) for _ in range(max(1, size))]
+        for w in self._all:
+            self._idle.put(w)
+
+    def run(self, job: dict[str, Any], timeout_s: float, wait_s: float) -> dict[str, Any]:
+        try:
+            worker = self._idle.get(timeout=wait_s)
+        except queue.Empty:
+            raise Overloaded("all media decoders are busy; retry shortly", retry_after_s=1.0) from None
+        try:
+            return worker.call(job, timeout_s)
+        finally:
+            self._idle.put(worker)
+
+    def wait_ready(self) -> None:
+        for w in self._all:
+            w.wait_ready()
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._all if w.proc is not None]
+
+    def close(self) -> None:
+        for w in self._all:
+            w.close()
+
+
+_lock = threading.Lock()
+_pool: DecoderPool | None = None
+
+
+def get_pool(size: int, memory_mb: int) -> DecoderPool:
+    """The process-wide pool, started on first use (or by `warmup`) and rebuilt if its settings change."""
+    global _pool
+    with _lock:
+        if _pool is None or _pool.key != (size, memory_mb):
+            if _pool is not None:
+                _pool.close()
+            _pool = DecoderPool(size, memory_mb)
+        return _pool
+
+
+def shutdown() -> None:
+    global _pool
+    with _lock:
+        if _pool is not None:
+            _pool.close()
+            _pool = None
+
+
+atexit.register(shutdown)

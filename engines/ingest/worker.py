@@ -1,0 +1,85 @@
+"""The decoder worker process: imports the decoders once, then decodes one job at a time for its parent.
+
+Run as `python -m engines.ingest.worker JOB_FD REPLY_FD MEMORY_MB` by engines/ingest/pool.py, never by hand.
+Protocol: one JSON line per job in, one JSON line per reply out; arrays travel as .npy files in the job's
+private directory (one write, one read, no pickling through the pipe). The process dies with its parent, has a
+capped address space, and exits when its job pipe closes, so a hung or leaking decoder costs only itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when the parent dies, even if it is stuck inside a decoder."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass  # not Linux: the closed job pipe still ends the loop
+
+
+def _cap_memory(mb: int) -> None:
+    if mb > 0:
+        limit = mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def handle(job: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from engines import errors
+    from engines.ingest.decode import process
+    from xemo.settings import IngestSettings
+
+    try:
+        meta, arrays = process(job, IngestSettings(**job["settings"]))
+        out = Path(job["dir"])
+        names = {}
+        for name, arr in arrays.items():
+            path = out / f"{name}.npy"
+            np.save(path, np.ascontiguousarray(arr), allow_pickle=False)  # parent loads with allow_pickle=False
+            names[name] = path.name
+        return {"ok": True, "meta": meta, "arrays": names}
+    except errors.MediaError as e:
+        return {"ok": False, "type": type(e).__name__, "message": e.message}
+    except MemoryError:
+        return {"ok": False, "type": "TooLarge",
+                "message": "decoding this file needs more memory than allowed; upload a shorter or smaller clip"}
+    except Exception as e:  # any other decoder failure means the file is not something we can read
+        return {"ok": False, "type": "CorruptMedia",
+                "message": f"the file could not be decoded ({type(e).__name__}); it may be damaged: re-export it"}
+
+
+def main(argv: list[str]) -> int:
+    job_fd, reply_fd, memory_mb = int(argv[1]), int(argv[2]), int(argv[3])
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent; it decides what to do with us
+    # Warm imports: the point of a pre-started worker is that no call pays for these.
+    import av
+    import decord  # noqa: F401
+    import numpy  # noqa: F401
+
+    import engines.ingest.decode  # noqa: F401
+
+    av.logging.set_level(None)  # FFmpeg's own log lines for damaged files are noise here
+    _cap_memory(memory_mb)
+    reply = os.fdopen(reply_fd, "w", buffering=1)
+    reply.write('{"ready": true}\n')
+    with os.fdopen(job_fd, "r") as jobs:
+        for line in jobs:
+            reply.write(json.dumps(handle(json.loads(line))) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
