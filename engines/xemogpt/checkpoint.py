@@ -116,9 +116,13 @@ def _hf_llm_key(our: str) -> str:
     return our[len("llm."):].replace(".base_layer.", ".")
 
 
-def apply_checkpoint(sd: dict[str, torch.Tensor], video: nn.Module, audio: nn.Module, llm: nn.Module | None,
-                     lora_r: int, lora_alpha: int) -> LoadReport:
-    """Load `sd` (released names) into the modules in place; merge LoRA into `llm`. Returns what was done."""
+def apply_checkpoint(sd: dict[str, torch.Tensor], video: nn.Module | None, audio: nn.Module | None,
+                     llm: nn.Module | None, lora_r: int, lora_alpha: int) -> LoadReport:
+    """Load `sd` (released names) into the modules in place; merge LoRA into `llm`. Returns what was done.
+
+    A module passed as None is not loaded: its keys are reported as "not in model" and none of its keys can
+    be missing (the LLM and the front ends can be loaded separately, e.g. by export/ without the LLM).
+    """
     report = LoadReport()
     targets: dict[str, torch.Tensor] = {}
     for prefix, module in (("video.", video), ("audio.", audio), ("llm.", llm)):

@@ -9,6 +9,7 @@ placeholder in the text), and "Meanwhile, " goes with the audio sentence it refe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ ASSISTANT = " ###Assistant: "
 # answered by the LLM's likelihood of each label word after "The emotion is".
 LABEL_QUESTION = "Which one word best names the speaker's emotion: {labels}? "
 LABEL_ANSWER = "###Assistant: The emotion is"
+log = logging.getLogger(__name__)
+
 STOP = ["###"]  # the model continues with "###Human:" after its answer
 
 
@@ -97,6 +100,7 @@ def build(audio: np.ndarray | None, video: np.ndarray | None, subtitle: str | No
                              "shorten the transcript or lower max_tokens")
         keep = n_audio - over
         notes.append(f"audio tokens truncated from {n_audio} to {keep} to fit the {budget}-token prompt budget")
+        log.warning(notes[-1])
         assert audio is not None
         cut = audio[:keep]
         pieces = [cut if p is audio else p for p in pieces]
@@ -104,5 +108,7 @@ def build(audio: np.ndarray | None, video: np.ndarray | None, subtitle: str | No
         n_audio = keep
     usage = {"prompt_tokens": 1 + text_tokens + n_audio + n_video, "prompt_tokens_text": 1 + text_tokens,
              "prompt_tokens_audio": n_audio, "prompt_tokens_video": n_video}
+    if notes:
+        usage["audio_tokens_truncated"] = over
     return Prompt(segments=[*pieces, rest + tail_desc], label_segments=[*pieces, rest + tail_label],
                   usage=usage, notes=notes)

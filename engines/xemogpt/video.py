@@ -54,14 +54,14 @@ class VideoFrontEnd(nn.Module):
 
 def load_clip(path: Path) -> tuple[nn.Module, Any]:
     """The CLIP vision tower (from a CLIPModel or CLIPVisionModel dir) and its image processor."""
-    from transformers import CLIPImageProcessor, CLIPVisionModel
+    from transformers import AutoImageProcessor, CLIPVisionModel
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a CLIPModel dir also holds the text tower: expected, not news
     try:
         model = CLIPVisionModel.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa")
-        processor = CLIPImageProcessor.from_pretrained(path)
+        processor = AutoImageProcessor.from_pretrained(path)  # torchvision-backed when installed, else PIL
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.eval(), processor
