@@ -185,7 +185,7 @@ def face_crops(frames: list[np.ndarray], boxes: list[tuple[float, float, float, 
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         a0, b0 = int(round(cx - side / 2)), int(round(cy - side / 2))
         s = max(int(round(side)), 2)
-        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        gray = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
         h, w = gray.shape
         # Faces at the image border: replicate the edge instead of shrinking the crop (keeps it square).
         pad = max(0, -a0, -b0, a0 + s - w, b0 + s - h)

@@ -1,0 +1,129 @@
+"""VisualPerceiver on real clips: the astronaut face clip smiles, the test pattern has no face and no cues."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import media
+import numpy as np
+import pytest
+
+from engines.errors import BadRequest
+from engines.perception.visual import VisualPerceiver, VisualResult
+from xemo.settings import LiteSettings
+
+SAMPLE = media.SAMPLES / "sample_00000007.mp4"
+
+
+def uniform_frames(path: Path, n: int = 16) -> tuple[np.ndarray, list[float]]:
+    """Decode every frame with PyAV and keep n spread uniformly over the clip (RGB uint8, times in seconds)."""
+    import av
+
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        frames, times = [], []
+        for f in c.decode(stream):
+            frames.append(f.to_ndarray(format="rgb24"))
+            times.append(float(f.pts * stream.time_base))
+    idx = np.linspace(0, len(frames) - 1, n).round().astype(int)
+    return np.stack([frames[i] for i in idx]), [round(times[i], 3) for i in idx]
+
+
+@pytest.fixture(scope="module")
+def perceiver(tmp_path_factory: pytest.TempPathFactory) -> VisualPerceiver:
+    p = VisualPerceiver(LiteSettings(cache_dir=tmp_path_factory.mktemp("xemo_cache")))
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def face_frames(face_mp4: Path) -> tuple[np.ndarray, list[float]]:
+    return uniform_frames(face_mp4)
+
+
+@pytest.fixture(scope="module")
+def pattern_frames(testsrc_mp4: Path) -> tuple[np.ndarray, list[float]]:
+    return uniform_frames(testsrc_mp4)
+
+
+def check_cues(res: VisualResult) -> None:
+    for c in res.cues:
+        assert c.modality == "visual" and c.text and c.evidence
+        assert c.start is not None and c.end is not None and c.start <= c.end
+        assert 0.0 <= c.strength <= 1.0
+
+
+def test_astronaut_clip_smiles(perceiver: VisualPerceiver, face_frames: tuple[np.ndarray, list[float]]) -> None:
+    frames, times = face_frames
+    res = perceiver.perceive(frames, times)
+    assert res.face_found and res.faces_per_frame == [1] * 16
+    texts = [c.text for c in res.cues]
+    assert any("smile" in t for t in texts), texts
+    assert any("corners of the mouth turn up" in t for t in texts), texts
+    check_cues(res)
+    smile = next(c for c in res.cues if c.evidence["action"] == "smile")
+    assert smile.strength > 0.6 and smile.evidence["fer_happy"] > 0.8
+    assert max(res.expression, key=res.expression.get) == "happy"
+    assert sum(res.expression.values()) == pytest.approx(1, abs=1e-3)
+    assert len(res.per_frame) == 16 and res.per_frame[0]["corner_lift"] > 0.05 and "fer" in res.per_frame[0]
+    assert "16/16" in res.summary and "happy" in res.summary
+    # a held smile on a still photograph: no blinks, nods or head shakes are invented
+    assert not {"blink", "nod", "shake"} & {c.evidence["action"] for c in res.cues}
+
+
+def test_test_pattern_has_no_face_and_no_cues(perceiver: VisualPerceiver,
+                                              pattern_frames: tuple[np.ndarray, list[float]]) -> None:
+    res = perceiver.perceive(*pattern_frames)
+    assert not res.face_found and res.cues == [] and res.expression == {}
+    assert res.faces_per_frame == [0] * 16 and "no face" in res.summary
+
+
+def test_batch_equals_single_calls(perceiver: VisualPerceiver, face_frames, pattern_frames) -> None:
+    batch = perceiver.perceive_batch([face_frames, pattern_frames, (face_frames[0][:4], face_frames[1][:4])])
+    single = perceiver.perceive(*face_frames)
+    assert [c.text for c in batch[0].cues] == [c.text for c in single.cues]
+    assert batch[0].expression == single.expression
+    assert not batch[1].face_found and batch[2].face_found and len(batch[2].per_frame) == 4
+
+
+def test_concurrent_callers_get_the_same_answer(perceiver: VisualPerceiver, face_frames) -> None:
+    ref = perceiver.perceive(*face_frames)
+    out: list[VisualResult] = []
+    threads = [threading.Thread(target=lambda: out.append(perceiver.perceive(*face_frames))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(out) == 3
+    for r in out:
+        assert [c.to_dict() for c in r.cues] == [c.to_dict() for c in ref.cues]
+
+
+def test_bad_input_is_a_typed_error(perceiver: VisualPerceiver) -> None:
+    ok = np.zeros((2, 64, 64, 3), np.uint8)
+    for frames, times in [
+        (ok.astype(np.float32), [0, 1]),  # wrong dtype
+        (ok[..., 0], [0, 1]),  # no channel axis
+        (ok, [0.0]),  # times do not match frames
+        (ok, [1.0, 0.0]),  # time runs backwards
+        (ok, [0.0, float("nan")]),
+        (np.zeros((2, 4, 4, 3), np.uint8), [0, 1]),  # too small to hold a face
+        ([[1, 2]], [0]),  # not an array
+    ]:
+        with pytest.raises(BadRequest):
+            perceiver.perceive(frames, times)  # type: ignore[arg-type]
+    empty = perceiver.perceive(np.zeros((0, 64, 64, 3), np.uint8), [])
+    assert not empty.face_found and empty.cues == [] and empty.summary == "no frames"
+
+
+@pytest.mark.skipif(not SAMPLE.is_file(), reason="shared sample clip not present")
+def test_shared_sample_smiles(perceiver: VisualPerceiver) -> None:
+    frames, times = uniform_frames(SAMPLE)
+    res = perceiver.perceive(frames, times)
+    for c in res.cues:
+        print(f"{c.start:5.2f}-{c.end:5.2f}  {c.strength:.2f}  {c.text}")
+    assert res.face_found
+    assert any("smile" in c.text for c in res.cues)
+    assert max(res.expression, key=res.expression.get) == "happy"
+    check_cues(res)
