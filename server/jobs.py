@@ -1,0 +1,257 @@
+"""One analysis request from admission to its last event, shared by the JSON, SSE and WebSocket endpoints.
+
+`Job` admits the request, waits for a running slot, ingests the clip in a worker thread, then runs the
+pipeline in a producer task (under the request's deadline) and hands its events to whichever transport consumes
+them. Closing the consumer cancels the producer and releases the slot at once, counted as `cancelled`. Every
+request ends exactly once with one outcome, which is counted, logged with its stage timings, and freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from engines.errors import Cancelled, Timeout
+from engines.types import AnalyzeRequest, CueEvent, DoneEvent, LabelEvent, TokenEvent, event_to_dict
+from server.admission import Ticket
+from server.errors import ApiError, InvalidField, to_api_error
+from server.lifecycle import ServerState
+from server.runner import deadline_var
+
+log = logging.getLogger("xemo.request")
+
+MAX_LABELS = 64
+MAX_LABEL_CHARS = 64
+MAX_TOKENS_CAP = 2048
+
+
+@dataclass
+class Options:
+    transcript: str | None = None
+    labels: list[str] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool = False
+
+
+def parse_options(raw: dict[str, Any]) -> Options:
+    """Validate the client's options (form fields or the WebSocket's first frame) into typed values."""
+    o = Options()
+    t = raw.get("transcript")
+    if t is not None:
+        if not isinstance(t, str):
+            raise InvalidField("transcript must be text")
+        o.transcript = t.strip() or None
+    labels = raw.get("labels")
+    if labels is not None:
+        if isinstance(labels, str):
+            labels = labels.split(",")
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise InvalidField("labels must be a comma-separated list of words")
+        cleaned = list(dict.fromkeys(x.strip() for x in labels if x.strip()))
+        if len(cleaned) < 2 or len(cleaned) > MAX_LABELS or any(len(x) > MAX_LABEL_CHARS for x in cleaned):
+            raise InvalidField(
+                f"labels must hold 2 to {MAX_LABELS} distinct labels of at most {MAX_LABEL_CHARS} characters"
+            )
+        o.labels = cleaned
+    o.max_tokens = _number(raw.get("max_tokens"), "max_tokens", int, 1, MAX_TOKENS_CAP)
+    o.temperature = _number(raw.get("temperature"), "temperature", float, 0.0, 2.0)
+    s = raw.get("stream")
+    if isinstance(s, bool):
+        o.stream = s
+    elif isinstance(s, str) and s.strip():
+        if s.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise InvalidField("stream must be true or false")
+        o.stream = s.strip().lower() in ("true", "1", "yes")
+    elif s is not None:
+        raise InvalidField("stream must be true or false")
+    return o
+
+
+def _number(v: Any, name: str, kind: type, lo: float, hi: float) -> Any:
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None
+    try:
+        if isinstance(v, bool):
+            raise ValueError
+        x = kind(v.strip() if isinstance(v, str) else v)
+        if kind is int and isinstance(v, float) and v != int(v):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InvalidField(f"{name} must be a number between {lo:g} and {hi:g}") from None
+    if not (lo <= x <= hi) or x != x:
+        raise InvalidField(f"{name} must be between {lo:g} and {hi:g}")
+    return x
+
+
+class Job:
+    def __init__(self, state: ServerState, request_id: str, received_at: float, transport: str) -> None:
+        self.state = state
+        self.request_id = request_id
+        self.received_at = received_at
+        self.transport = transport
+        self.ticket: Ticket | None = None
+        self.request: AnalyzeRequest | None = None
+        self.outcome: str | None = None
+        self.error: ApiError | None = None
+        self.answer: dict[str, Any] | None = None
+        self.timings: dict[str, float] = {}
+        self.key_id: str | None = None
+        # absolute deadline, perf_counter clock
+        self.deadline = received_at + state.settings.server.request_timeout_s
+
+    # -- before the pipeline -----------------------------------------------------------------------------------
+    def authorize(self, authorization: str | None) -> None:
+        self.key_id = self.state.keys.authenticate(authorization)
+        if self.key_id is not None:
+            self.state.limiter.check(self.key_id)
+
+    def admit(self) -> None:
+        self.state.check_serving()
+        self.ticket = self.state.admission.enter()
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = seconds
+        self.state.metrics.stage_duration.labels(stage=stage).observe(seconds)
+
+    async def prepare(self, video: bytes | None, audio: bytes | None, opts: Options) -> None:
+        """Wait for a running slot, then ingest the clip (typed 4xx errors come from ingest)."""
+        from engines.ingest import ingest
+
+        if video is None and audio is None:
+            raise InvalidField("send a clip: a 'video' file (with or without its own audio) and/or an 'audio' file")
+        assert self.ticket is not None
+        try:
+            await asyncio.wait_for(self.ticket.start(), timeout=max(0.0, self.deadline - time.perf_counter()))
+        except TimeoutError:
+            raise Timeout("no capacity freed up within the request time budget") from None
+        self.timings["queue"] = self.ticket.queue_time_s
+        t = time.perf_counter()
+        clip = await asyncio.wait_for(
+            asyncio.to_thread(ingest, video, audio, self.state.settings.ingest),
+            timeout=max(0.0, self.deadline - time.perf_counter()),
+        )
+        self.observe_stage("ingest", time.perf_counter() - t)
+        self.request = AnalyzeRequest(
+            clip=clip,
+            transcript=opts.transcript,
+            labels=opts.labels,
+            max_tokens=opts.max_tokens,
+            temperature=opts.temperature,
+            id=self.request_id,
+            received_at=self.received_at,
+        )
+
+    # -- the pipeline ------------------------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Event dicts (label, cue..., token..., done) or one final error dict; closing it cancels the work."""
+        state, req = self.state, self.request
+        assert state.pipeline is not None and state.runner is not None and req is not None
+        loop = asyncio.get_running_loop()
+        deadline_loop = loop.time() + (self.deadline - time.perf_counter())
+        queue: asyncio.Queue = asyncio.Queue(maxsize=256)
+        end = object()
+
+        async def produce() -> None:
+            deadline_var.set(deadline_loop)
+            try:
+                async with asyncio.timeout_at(deadline_loop):
+                    stream = state.pipeline.stream(req, run=state.runner)
+                    async with contextlib.aclosing(stream) as it:
+                        async for ev in it:
+                            await queue.put(ev)
+                await queue.put(end)
+            except TimeoutError:
+                await queue.put(Timeout("the request did not finish within the server's time budget"))
+            except Exception as e:
+                await queue.put(e)
+
+        producer = loop.create_task(produce(), name=f"job-{self.request_id}")
+        m = state.metrics
+        last_token: float | None = None
+        n_tokens = 0
+        try:
+            while True:
+                ev = await queue.get()
+                now = time.perf_counter()
+                if ev is end:
+                    raise RuntimeError("pipeline ended without a done event")
+                if isinstance(ev, BaseException):
+                    raise ev
+                if isinstance(ev, LabelEvent):
+                    m.time_to_label.observe(now - self.received_at)
+                    self.timings["time_to_label_s"] = now - self.received_at
+                elif isinstance(ev, TokenEvent):
+                    n_tokens += 1
+                    if last_token is None:
+                        m.time_to_first_token.observe(now - self.received_at)
+                        self.timings["time_to_first_token_s"] = now - self.received_at
+                    else:
+                        m.inter_token_latency.observe(now - last_token)
+                    last_token = now
+                elif isinstance(ev, DoneEvent):
+                    self._done(ev, n_tokens, now)
+                    yield event_to_dict(ev)
+                    return
+                elif not isinstance(ev, CueEvent):
+                    continue
+                yield event_to_dict(ev)
+        except Exception as e:
+            err = self.fail(e)
+            yield {"type": "error", **err.body(self.request_id)}
+        finally:
+            if not producer.done():
+                producer.cancel()
+            if self.outcome is None:  # the consumer went away (disconnect, WebSocket closed, cancelled)
+                self.finish("cancelled")
+            with contextlib.suppress(BaseException):
+                await asyncio.wait({producer}, timeout=1.0)
+
+    def _done(self, ev: DoneEvent, n_tokens: int, now: float) -> None:
+        answer = ev.answer
+        usage = answer.usage or {}
+        m = self.state.metrics
+        m.generated_tokens.inc(int(usage.get("generated_tokens", n_tokens)))
+        m.prompt_tokens.inc(int(usage.get("prompt_tokens", 0)))
+        batched = set(self.state.runner.batchers) if self.state.runner else set()
+        for k, v in (answer.timings or {}).items():
+            # the pipeline's own per-request stage timings; batched stages are observed per batch already
+            if k.endswith("_s") or k in batched or not isinstance(v, int | float):
+                continue
+            m.stage_duration.labels(stage=k).observe(v)
+        self.timings.update({f"pipeline.{k}": v for k, v in (answer.timings or {}).items()})
+        m.e2e_latency.observe(now - self.received_at)
+        self.timings["e2e_s"] = now - self.received_at
+        self.answer = answer.to_dict()
+        self.finish("ok")
+
+    # -- the end -----------------------------------------------------------------------------------------------
+    def fail(self, exc: BaseException) -> ApiError:
+        if isinstance(exc, asyncio.CancelledError):
+            exc = Cancelled("request cancelled")
+        self.error = to_api_error(exc)
+        self.finish(self.error.outcome)
+        return self.error
+
+    def finish(self, outcome: str) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        if self.ticket is not None:
+            self.ticket.release()
+        self.state.metrics.requests_total.labels(outcome=outcome).inc()
+        extra: dict[str, Any] = {
+            "outcome": outcome,
+            "transport": self.transport,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+        if self.key_id:
+            extra["key_id"] = self.key_id
+        if self.error is not None:
+            extra["error_type"] = self.error.type
+        log.info("request finished", extra={"request_id": self.request_id, **extra})

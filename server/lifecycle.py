@@ -1,0 +1,109 @@
+"""What the server holds for its lifetime, and its life: load + warmup off the loop at startup, drain on SIGTERM.
+
+Startup returns at once so the probes answer while the models load in a worker thread (`/readyz` is 503 until
+`pipeline.load()` and `pipeline.warmup()` have finished). Draining flips `/readyz` to 503, refuses new requests
+with 503 + Retry-After and waits (up to `drain_timeout_s`) for the requests in flight to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from engines.pipeline import Pipeline, build_pipeline
+from server.admission import Admission, RateLimiter
+from server.auth import ApiKeys
+from server.errors import Draining, NotReady
+from server.metrics import Metrics
+from server.runner import BatchingRunner
+from xemo.settings import Settings
+
+log = logging.getLogger("xemo.server")
+
+
+class ServerState:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        s = settings.server
+        self.metrics = Metrics()
+        self.admission = Admission(s.max_running, s.max_queue, s.retry_after_s, self.metrics)
+        self.limiter = RateLimiter(s.rate_limit_per_s, s.rate_limit_burst)
+        self.keys = ApiKeys(s)
+        self.pipeline: Pipeline | None = None
+        self.runner: BatchingRunner | None = None
+        self.ready = False
+        self.load_error: str | None = None
+        self.load_seconds: float | None = None
+        self._load_task: asyncio.Task | None = None
+
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
+
+    # -- startup / shutdown ------------------------------------------------------------------------------------
+    def start_loading(self) -> None:
+        self._load_task = asyncio.get_running_loop().create_task(self._load(), name="xemo-load")
+
+    async def _load(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            pipeline = await asyncio.to_thread(build_pipeline, self.settings)
+            await asyncio.to_thread(pipeline.load)
+            await asyncio.to_thread(pipeline.warmup)
+            self.pipeline = pipeline
+            self.runner = BatchingRunner(pipeline, self.settings.server, self.metrics)
+            self.runner.start()
+            llm = getattr(pipeline, "llm", None)
+            if llm is not None and callable(getattr(llm, "stats", None)):
+                self.metrics.watch_llm(llm.stats)
+            self.load_seconds = time.perf_counter() - t0
+            self.ready = True
+            log.info("models loaded and warmed up", extra={"load_s": round(self.load_seconds, 3), **pipeline.info()})
+        except Exception as e:  # readiness reports it; the process stays up so operators can see why
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.error("model loading failed", exc_info=e)
+
+    async def close(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self.runner is not None:
+            await self.runner.stop()
+        if self.pipeline is not None:
+            await asyncio.to_thread(self.pipeline.close)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new work and wait for the work in flight; True if it all finished within the budget."""
+        self.admission.draining = True
+        log.info("draining", extra={"in_flight": self.admission.in_flight, "budget_s": timeout_s})
+        done = await self.admission.wait_idle(timeout_s)
+        log.info("drained" if done else "drain budget exhausted", extra={"in_flight": self.admission.in_flight})
+        return done
+
+    # -- per request -------------------------------------------------------------------------------------------
+    def check_serving(self) -> None:
+        """Raise the 503 that applies when new requests cannot be served now."""
+        retry = self.settings.server.retry_after_s
+        if self.draining:
+            raise Draining("server is draining for shutdown; retry on another instance", retry_after_s=retry)
+        if not self.ready:
+            why = "model loading failed" if self.load_error else "models are still loading"
+            raise NotReady(f"server not ready: {why}", retry_after_s=retry if not self.load_error else 30.0)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        a = self.admission
+        checks = {
+            "models_loaded": self.ready,
+            "not_draining": not self.draining,
+            "queue_not_saturated": not a.saturated,
+        }
+        body: dict[str, Any] = {
+            "status": "ready" if all(checks.values()) else "not_ready",
+            "checks": checks,
+            "running": a.running,
+            "waiting": a.waiting,
+        }
+        if self.load_error:
+            body["load_error"] = self.load_error
+        return all(checks.values()), body
