@@ -278,8 +278,9 @@ def _video_part(path: str, fmt: str, cs: IngestSettings, decoder: str, meta: dic
     arrays["frames"] = frames
     if len(timeline):
         arrays["timeline"] = timeline
-    meta["frame_times"] = [float(t) for t in ftimes]
-    meta["timeline_times"] = [float(t) for t in ttimes]
+    # microseconds: decord reports float32 seconds, PyAV exact ones; both agree at this precision
+    meta["frame_times"] = [round(float(t), 6) for t in ftimes]
+    meta["timeline_times"] = [round(float(t), 6) for t in ttimes]
     if fps <= 0 and len(times) > 1:
         fps = (len(times) - 1) / float(times[-1] - times[0])
     duration = float(times[-1] - times[0]) + (1.0 / fps if fps > 0 else 0.0)
