@@ -160,7 +160,7 @@ def test_rotated_metadata_gives_upright_frames(media_dir: Path, video_only_mp4: 
                                                decoder: str) -> None:
     rotated = media_dir / f"rotated_{rotate}.mp4"
     if not rotated.exists():
-        media.ffmpeg("-i", str(video_only_mp4), "-c", "copy", f"-metadata:s:v:0", f"rotate={rotate}", str(rotated))
+        media.ffmpeg("-i", str(video_only_mp4), "-c", "copy", "-metadata:s:v:0", f"rotate={rotate}", str(rotated))
     clip = ingest(rotated, None, settings(video_decoder=decoder))
     assert clip.frames is not None and clip.frames.shape == (16, 320, 240, 3)  # portrait, as displayed
     assert clip.video is not None and (clip.video.width, clip.video.height) == (240, 320)
