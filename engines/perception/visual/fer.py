@@ -256,6 +256,8 @@ class FerClassifier:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.n_threads
         opts.inter_op_num_threads = 1
+        # Spinning worker threads only steal the cores the face mesh and the audio stage need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         # A stale or damaged cache file must not give different answers: check it against torch once.
         probe = np.random.default_rng(0).uniform(-1, 1, (2, 1, INPUT_SIZE, INPUT_SIZE)).astype(np.float32)
