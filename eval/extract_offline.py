@@ -87,6 +87,7 @@ _CLAUSE = re.compile(
     r";\s+|,\s+(?=(?:and|but|while|whereas|with|which|indicating|suggesting|showing|revealing|implying|"
     r"accompanied|as well as|possibly|perhaps|probably|as if|so|yet|although|though)\b)|"
     r",\s+(?=we (?:can )?(?:infer|conclude|see|tell)\b)|"
+    r"\s+and\s+(?=(?:his|her|their|its|the|he|she|they)\s+\w+\s+(?:is|are|was|were|\w+s)\b)|"
     r"\s+(?=(?:indicating|suggesting|implying|revealing)\b)|\s+as well as\s+",
     re.I,
 )
