@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def test_astronaut_clip_smiles(perceiver: VisualPerceiver, face_frames: tuple[np
     assert sum(res.expression.values()) == pytest.approx(1, abs=1e-3)
     assert len(res.per_frame) == 16 and res.per_frame[0]["corner_lift"] > 0.05 and "fer" in res.per_frame[0]
     assert "16/16" in res.summary and "happy" in res.summary
+    assert json.loads(json.dumps(res.to_dict()))["cues"][0]["modality"] == "visual"  # plain JSON types only
     # a held smile on a still photograph: no blinks, nods or head shakes are invented
     assert not {"blink", "nod", "shake"} & {c.evidence["action"] for c in res.cues}
 
