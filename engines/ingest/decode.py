@@ -223,9 +223,14 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
     own_audio = False
     duration: float | None = None
     if video is not None:
-        duration, own_audio = _video_part(video, vfmt, cs, job.get("decoder", cs.video_decoder), meta, arrays)
+        try:
+            duration, own_audio = _video_part(video, vfmt, cs, job.get("decoder", cs.video_decoder), meta, arrays)
+        except av.FFmpegError as e:
+            raise CorruptMedia(f"the video could not be decoded ({_reason(e)}); the file may be damaged: "
+                               "re-export it and upload again") from None
         if meta["video"] is None and not own_audio and audio_path is None:
-            raise NoStreams("the file has neither a video nor an audio track; upload a clip with at least one")
+            raise NoStreams("the file has neither a video nor an audio track (or they are damaged); "
+                            "upload a clip with at least one")
     src = (audio_path, afmt, "audio") if audio_path is not None else (video, vfmt, "video") if own_audio else None
     if src is not None:
         got = decode_audio(src[0], src[1], cs, src[2])
