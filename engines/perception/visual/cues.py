@@ -43,6 +43,8 @@ RULES = (
     Rule("corners_down", "corner_lift", -1, -0.04, -0.10, 0.04,
          ("the corners of the mouth turn down slightly", "the corners of the mouth turn down",
           "the corners of the mouth pull down"), ("sad",)),
+    Rule("lip_stretch", "mouth_width", +1, 0.82, 0.95, 0.08,  # corner pull without a smile (dropped if smiling)
+         ("the lips stretch slightly", "the lips stretch sideways", "the lips stretch wide"), ("fear",)),
     Rule("mouth_open", "mouth_open", +1, 0.30, 0.45, 1.0,  # speech opens the mouth all the time: fixed only
          ("the mouth opens", "the mouth opens wide", "the mouth falls wide open"), ("surprise", "fear")),
     Rule("jaw_drop", "jaw_drop", +1, 1.10, 1.25, 0.12,
@@ -306,7 +308,10 @@ def clip_cues(times: list[float], rows: list[dict[str, float] | None], fer: np.n
         masks[rule.name] = mask
         if cue is not None:
             cues.append(cue)
-    for extra in (cc.smile(masks["corners_up"]), cc.lip_press(),
+    smile = cc.smile(masks["corners_up"])
+    if smile is not None:  # a smile pulls the corners wide too: one cue, not two
+        cues = [c for c in cues if c.evidence["action"] != "lip_stretch"]
+    for extra in (smile, cc.lip_press(),
                   cc.head_motion("pitch", "nod", ("nods slightly", "nods")),
                   cc.head_motion("yaw", "shake", ("shakes the head slightly", "shakes the head"))):
         if extra is not None:

@@ -109,9 +109,12 @@ def _rows(n: int, **series: list[float]) -> list[dict[str, float]]:
 def test_cues_relative_to_fixed_threshold_and_to_baseline() -> None:
     t = [i * 0.25 for i in range(12)]
     # A smile held through the clip: only the fixed threshold can see it (the baseline smiles too).
-    held = clip_cues(t, _rows(12, corner_lift=[0.09] * 12, mouth_width=[0.72] * 12), None)
+    held = clip_cues(t, _rows(12, corner_lift=[0.09] * 12, mouth_width=[0.85] * 12), None)
     texts = {c.text for c in held}
     assert any("smile" in x for x in texts) and any("corners of the mouth turn up" in x for x in texts)
+    assert not any(c.evidence["action"] == "lip_stretch" for c in held)  # folded into the smile
+    stretched = clip_cues(t, _rows(12, mouth_width=[0.9] * 12), None)
+    assert [c.evidence["action"] for c in stretched] == ["lip_stretch"]
     up = next(c for c in held if c.evidence["action"] == "corners_up")
     assert up.evidence["basis"] == "fixed" and (up.start, up.end) == (0.0, 2.75)
     # Brows raised for 1 s against a resting face: below the fixed threshold, above the clip's baseline.
