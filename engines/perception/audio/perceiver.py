@@ -74,6 +74,9 @@ class AudioPerceiver:
                 )
             )
         feats["laughter_bursts"] = float(sum(1 for c in cues if c.text == "laughter-like bursts"))
+        for c in cues:  # frame grids overhang the last sample: clamp, then floor to 10 ms
+            c.start = float(np.floor(min(max(c.start or 0.0, 0.0), duration) * 100) / 100)
+            c.end = float(np.floor(min(max(c.end or 0.0, 0.0), duration) * 100) / 100)
         feats = {k: round(float(v), 4) for k, v in feats.items()}
         return AudioResult(True, segments, cues, feats, _summary(segments, cues))
 

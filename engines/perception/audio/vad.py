@@ -72,33 +72,39 @@ class SileroVad:
 
 
 def probs_to_segments(probs: np.ndarray, duration_s: float, p: VadParams) -> list[tuple[float, float]]:
-    """Hysteresis over window probabilities, then drop short speech, bridge short silences and pad."""
+    """silero's `get_speech_timestamps` rules (no max-length split): speech starts at a window >= threshold and
+    ends once the probability has stayed off it for min_silence after first dropping below neg_threshold; short
+    speech is dropped; segments are padded, and a gap shorter than two pads is shared between its neighbours."""
     step = WINDOW / SAMPLE_RATE
     raw: list[list[float]] = []
     start: float | None = None
+    temp_end: float | None = None
     for i, prob in enumerate(probs):
         t = i * step
-        if start is None and prob >= p.threshold:
-            start = t
-        elif start is not None and prob < p.neg_threshold:
-            raw.append([start, t])
-            start = None
-    if start is not None:
-        raw.append([start, len(probs) * step])
+        if prob >= p.threshold:
+            temp_end = None
+            if start is None:
+                start = t
+                continue
+        if start is not None and prob < p.neg_threshold:
+            if temp_end is None:
+                temp_end = t
+            if t - temp_end >= p.min_silence_s:
+                if temp_end - start > p.min_speech_s:
+                    raw.append([start, temp_end])
+                start, temp_end = None, None
+    if start is not None and duration_s - start > p.min_speech_s:
+        raw.append([start, duration_s])
 
-    merged: list[list[float]] = []
-    for seg in raw:
-        if merged and seg[0] - merged[-1][1] < p.min_silence_s:
-            merged[-1][1] = seg[1]
+    for i, seg in enumerate(raw):
+        if i == 0:
+            seg[0] = max(0.0, seg[0] - p.pad_s)
+        if i + 1 < len(raw):
+            gap = raw[i + 1][0] - seg[1]
+            share = gap / 2 if gap < 2 * p.pad_s else p.pad_s
+            seg[1] += share
+            raw[i + 1][0] = max(0.0, raw[i + 1][0] - share)
         else:
-            merged.append(seg)
-    out: list[tuple[float, float]] = []
-    for s, e in merged:
-        if e - s < p.min_speech_s:
-            continue
-        s, e = max(0.0, s - p.pad_s), min(duration_s, e + p.pad_s)
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], e)
-        else:
-            out.append((s, e))
-    return [(round(s, 3), round(e, 3)) for s, e in out]
+            seg[1] = min(duration_s, seg[1] + p.pad_s)
+    # floor to the millisecond so a segment never ends past the audio
+    return [(float(np.floor(s * 1000) / 1000), float(np.floor(min(e, duration_s) * 1000) / 1000)) for s, e in raw]
