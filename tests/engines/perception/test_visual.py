@@ -129,3 +129,14 @@ def test_shared_sample_smiles(perceiver: VisualPerceiver) -> None:
     assert any("smile" in c.text for c in res.cues)
     assert max(res.expression, key=res.expression.get) == "happy"
     check_cues(res)
+
+
+def test_geometry_alone_still_sees_the_smile(face_frames: tuple[np.ndarray, list[float]]) -> None:
+    p = VisualPerceiver(LiteSettings(use_fer=False))
+    try:
+        res = p.perceive(*face_frames)
+    finally:
+        p.close()
+    assert p.fer_runtime is None and res.expression == {} and "fer" not in res.per_frame[0]
+    smile = next(c for c in res.cues if c.evidence["action"] == "smile")
+    assert smile.evidence["basis"] == "geometry" and "fer_happy" not in smile.evidence
