@@ -177,7 +177,7 @@ class XEmoGPTPipeline(Pipeline):
 
         gen_params = self._sampling(request)
         budget = min(self.x.max_context, llm.max_context) - gen_params.max_tokens
-        p = prompt.build(audio, video, request.transcript, labels, llm.tokenize, budget)
+        p = prompt.build(audio, video, request.transcript, labels, lambda s: len(llm.tokenize(s)), budget)
         bos: list[Any] = [self.pad_embedding]
 
         # Label: the released model has no label head, so the LLM's likelihood of each label word after a

@@ -38,3 +38,13 @@ def sources(tiny_settings: Settings) -> Any:
 def front_ends(sources: Any) -> tuple[Any, Any]:
     """(VideoFrontEnd, AudioFrontEnd) with the tiny released checkpoint applied."""
     return sources.build_modules()
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory, tiny_settings: Settings) -> tuple[Path, int]:
+    """`xemo convert-checkpoint --out DIR --gguf` of the tiny checkpoint: (DIR, exit code)."""
+    from xemo.commands.convert import run
+
+    out = tmp_path_factory.mktemp("bundle")
+    rc = run(tiny_settings, out, gguf=True)
+    return out, rc

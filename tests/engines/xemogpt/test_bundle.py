@@ -14,16 +14,7 @@ from engines.errors import ModelError
 from engines.xemogpt.audio import waveforms_to_inputs
 from engines.xemogpt.bundle import from_bundle
 from engines.xemogpt.video import frames_to_pixel_values
-from xemo.settings import Settings, XEmoGPTSettings
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory, tiny_settings: Settings) -> tuple[Path, int]:
-    from xemo.commands.convert import run
-
-    out = tmp_path_factory.mktemp("bundle")
-    rc = run(tiny_settings, out, gguf=True)
-    return out, rc
+from xemo.settings import XEmoGPTSettings
 
 
 def test_bundle_layout_and_manifest(bundle: tuple[Path, int]) -> None:
