@@ -42,6 +42,7 @@ class EngineEntry(BaseModel):
     tensorrt: str
     precision: str
     profiles: list[dict[str, Any]]
+    parity: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Manifest(BaseModel):

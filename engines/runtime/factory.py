@@ -123,7 +123,7 @@ def _onnx(settings: Settings, out_dir: Path, m: mf.Manifest) -> FrontEnds:
 
 def _tensorrt(out_dir: Path, m: mf.Manifest) -> FrontEnds:
     from engines.runtime.tensorrt import TrtGraph
-    from export.tensorrt_build import cache_key, gpu_name, unavailable_reason
+    from export.tensorrt_build import Profile, cache_key, gpu_name, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -135,8 +135,6 @@ def _tensorrt(out_dir: Path, m: mf.Manifest) -> FrontEnds:
     for name in (VIDEO, AUDIO):
         onnx_sha = m.graphs[name].files[m.graphs[name].file]
         for e in m.tensorrt:
-            from export.tensorrt_build import Profile
-
             profs = [Profile({k: tuple(tuple(s) for s in v) for k, v in p.items()}) for p in e.profiles]
             if e.graph == name and e.key == cache_key(gpu, trt.__version__, onnx_sha, e.precision, profs):
                 mf.verify_files(out_dir, {e.file: e.sha256}, f"{name} TensorRT engine")

@@ -80,12 +80,17 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
                         sources=mf.source_hashes(fe.sources), versions=mf.versions(),
                         tolerances={"atol": e.atol, "cos_tol": e.cos_tol})
         modules = {"video": fe.video, "audio": fe.audio}
+        previous = _reusable(out, m)
         for spec in specs:
-            progress.update(task, description=f"exporting the {spec.name} graph to ONNX (opset {e.opset})")
-            # the exporter prints its own step list and shape-naming warnings; the progress line says it all
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                graph = export_onnx(modules[spec.name], spec, out, e.opset)
+            graph = previous.get(spec.name)
+            if graph is None:
+                progress.update(task, description=f"exporting the {spec.name} graph to ONNX (opset {e.opset})")
+                # the exporter prints its own step list and shape-naming warnings; the progress line says it all
+                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    graph = export_onnx(modules[spec.name], spec, out, e.opset)
+            else:
+                console.print(f"reusing {graph.file}: same weights, opset, contract and exporter versions")
             progress.advance(task)
             ort_graph = OrtGraph(out / graph.file, e.providers, e.intra_op_threads, e.inter_op_threads)
             progress.update(task, description=f"parity of the {spec.name} graph vs PyTorch")
@@ -119,6 +124,31 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
     return rc
 
 
+def _reusable(out: Path, new: Any) -> dict[str, Any]:
+    """ONNX graphs already in `out` from the same weights, opset, contract and exporter versions (e.g. a
+    `--format tensorrt` run on the GPU machine after `--format onnx`): reused, parity is still re-measured."""
+    from engines.errors import ArtifactError
+    from export import manifest as mf
+    from export.onnx_export import ExportedGraph
+
+    try:
+        old = mf.load(out)
+    except ArtifactError:
+        return {}
+    same = (old.opset, old.contract, old.sources, old.versions.get("torch"), old.versions.get("onnxscript")) == (
+        new.opset, new.contract, new.sources, new.versions.get("torch"), new.versions.get("onnxscript"))
+    if not same:
+        return {}
+    graphs = {}
+    for name, g in old.graphs.items():
+        try:
+            mf.verify_files(out, g.files, name)
+        except ArtifactError:
+            continue
+        graphs[name] = ExportedGraph(name, g.file, g.files)
+    return graphs
+
+
 def _tensorrt(out: Path, specs: list[Any], m: Any, modules: dict[str, Any], settings: Settings,
               precision: str) -> list[Any]:
     """Build (or reuse) engines, then measure their parity too; engines are listed in the manifest."""
@@ -141,7 +171,8 @@ def _tensorrt(out: Path, specs: list[Any], m: Any, modules: dict[str, Any], sett
     rows = []
     for b in built:
         m.tensorrt = [x for x in m.tensorrt if not (x.graph == b.graph and x.precision == b.precision)]
-        m.tensorrt.append(mf.EngineEntry(**b.entry()))
+        entry = mf.EngineEntry(**b.entry())
+        m.tensorrt.append(entry)
         g = TrtGraph(out / b.file, b.profiles)
 
         def trt_fn(inputs: dict[str, Any], g: Any = g) -> list[Any]:
@@ -150,6 +181,7 @@ def _tensorrt(out: Path, specs: list[Any], m: Any, modules: dict[str, Any], sett
         got = parity.check(by_name[b.graph], parity.torch_fn(modules[b.graph]), trt_fn, e.atol, e.cos_tol)
         for r in got:
             r.graph = f"{r.graph}-trt-{precision}"
+        entry.parity = [r.to_dict() for r in got]
         rows += got
     return rows
 
