@@ -196,8 +196,7 @@ class ClipCues:
               "corner_lift": _r(np.mean(lift[mask])), "mouth_width": _r(np.mean(width[mask])),
               "width_baseline": None if wbase is None else _r(wbase)}
         s = self._boost(s, ("happy",), mask, ev)
-        return self.make(lambda x: ("smiles slightly", "smiles", "smiles broadly")[0 if x < 0.4 else 1 if x < 0.8
-                                                                                    else 2],
+        return self.make(lambda x: _strength_texts(x, ("smiles slightly", "smiles", "smiles broadly")),
                          "smile", "corner_lift+mouth_width", mask, s, ev)
 
     def lip_press(self) -> Cue | None:

@@ -147,3 +147,22 @@ def test_blink_squint_nod_and_shake_from_time_series() -> None:
     assert "shake" in shake and "nod" not in shake
     drift = {c.evidence["action"] for c in clip_cues(t, _rows(16, pitch=[i * 1.0 for i in range(16)]), None)}
     assert "nod" not in drift
+
+
+@pytest.mark.parametrize(("action", "measure", "value", "word"), [
+    ("lip_press", "lip_thickness", 0.04, "lips pressed"),
+    ("brow_furrow", "brow_gap", 0.17, "brows"),
+    ("brow_lower", "brow_inner_height", 0.09, "brow"),
+    ("eyes_widen", "eye_open", 0.17, "eyes"),
+    ("corners_down", "corner_lift", -0.07, "turn down"),
+    ("mouth_open", "mouth_open", 0.4, "mouth"),
+    ("head_tilt", "roll", -18.0, "tilts"),
+    ("look_down", "pitch", 22.0, "down"),
+    ("head_turn", "yaw", 35.0, "turns"),
+])
+def test_each_rule_fires_on_its_measure(action: str, measure: str, value: float, word: str) -> None:
+    t = [i * 0.25 for i in range(12)]
+    series = [_rows(1)[0][measure]] * 12
+    series[5:9] = [value] * 4
+    cues = [c for c in clip_cues(t, _rows(12, **{measure: series}), None) if c.evidence["action"] == action]
+    assert len(cues) == 1 and word in cues[0].text and (cues[0].start, cues[0].end) == (1.25, 2.0)
