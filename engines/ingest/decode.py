@@ -81,10 +81,14 @@ def _check_frame_count(frames: int, cs: IngestSettings) -> None:
                       f"{cs.max_fps:g} fps): trim it or lower its frame rate")
 
 
-def scan_video_times(c: av.container.InputContainer, s: av.VideoStream, cs: IngestSettings) -> np.ndarray:
-    """Presentation times (s, from the first frame) of every video packet, without decoding any picture."""
+def scan_video_times(c: av.container.InputContainer, s: av.VideoStream, cs: IngestSettings
+                     ) -> tuple[np.ndarray, int]:
+    """One demux pass: presentation times (s, from the first frame) of every video packet, and the display
+    rotation (degrees counter-clockwise) from the first decoded picture, which also proves the stream decodes.
+    Only that first picture is decoded; the frame-count limit is enforced while scanning."""
     limit = int(cs.max_duration_s * cs.max_fps)
     pts: list[int] = []
+    rotation: int | None = None
     for pkt in c.demux(s):
         if pkt.size == 0:
             continue  # flush packet
@@ -94,8 +98,18 @@ def scan_video_times(c: av.container.InputContainer, s: av.VideoStream, cs: Inge
         pts.append(t)
         if len(pts) > limit:
             _check_frame_count(len(pts), cs)
+        if rotation is None:
+            for frame in pkt.decode():
+                rotation = int(frame.rotation or 0)
+                break
+    if rotation is None and pts:
+        for frame in s.codec_context.decode(None):  # a decoder with reorder delay: drain it
+            rotation = int(frame.rotation or 0)
+            break
+    if rotation is None:
+        raise CorruptMedia("no picture could be decoded from the video stream; the file is damaged: re-export it")
     times = np.sort(np.asarray(pts, dtype=np.float64)) * float(s.time_base or Fraction(1, 1))
-    return times - times[0] if len(times) else times
+    return (times - times[0] if len(times) else times), rotation
 
 
 def _check_times(times: np.ndarray, cs: IngestSettings) -> None:
@@ -110,13 +124,6 @@ def _select(times: np.ndarray, cs: IngestSettings) -> tuple[np.ndarray, np.ndarr
     sampled = sampling.uniform_indices(times, n)
     timeline = sampling.timeline_indices(times, cs.timeline_fps, cs.max_decoded_frames - n)
     return sampled, timeline
-
-
-def first_rotation(c: av.container.InputContainer, s: av.VideoStream) -> int:
-    """Display rotation (degrees counter-clockwise) from the first decoded frame; also proves the stream decodes."""
-    for frame in c.decode(s):
-        return int(frame.rotation or 0)
-    raise CorruptMedia("no picture could be decoded from the video stream; the file is damaged: re-export it")
 
 
 def _rot90(img: np.ndarray, rotation: int) -> np.ndarray:
@@ -261,10 +268,8 @@ def _video_part(path: str, fmt: str, cs: IngestSettings, decoder: str, meta: dic
         fps = float(vs.average_rate or vs.guessed_rate or 0)
         codec = vs.codec_context.name
         cw, ch = vs.codec_context.width, vs.codec_context.height
-        times = scan_video_times(c, vs, cs)
+        times, rotation = scan_video_times(c, vs, cs)
         _check_times(times, cs)
-    with open_container(path, fmt, "video") as c:
-        rotation = first_rotation(c, _video_stream(c, fmt))
     dw, dh = (ch, cw) if (rotation // 90) % 2 else (cw, ch)
     out_wh = sampling.output_size(dw, dh, cs.long_side)
     result = None
