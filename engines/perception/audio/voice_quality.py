@@ -17,6 +17,7 @@ from engines.perception.audio.prosody import HOP, SR, Tracks, runs, semitones
 
 HNR_FRAME = 1024
 MAX_PERIOD_RATIO = 1.3  # Praat's "maximum period factor": larger jumps are treated as breaks
+MAX_VOICED_FRAMES = 150  # 3 s of voicing
 
 
 def _periods(seg: np.ndarray, period: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,9 +58,15 @@ def _periods(seg: np.ndarray, period: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def jitter_shimmer(x: np.ndarray, tr: Tracks) -> dict[str, float]:
     dt, da, rel, db = [], [], [], []
-    for a, b in runs(tr.voiced):
-        if b - a < 4:  # under ~80 ms a run has too few periods to judge
-            continue
+    # Longest voiced runs first, up to MAX_VOICED_FRAMES: a few hundred periods pin jitter down; more only
+    # costs time (the period walk is a Python loop).
+    chosen, total = [], 0
+    for a, b in sorted((r for r in runs(tr.voiced) if r[1] - r[0] >= 4), key=lambda r: r[0] - r[1]):
+        if total >= MAX_VOICED_FRAMES:
+            break
+        chosen.append((a, b))
+        total += b - a
+    for a, b in sorted(chosen):
         s0, s1 = max(0, a * HOP - HOP // 2), min(len(x), b * HOP + HOP // 2)
         seg = x[s0:s1]
         frame_period = SR / tr.f0[a:b]
@@ -93,8 +100,8 @@ def hnr_and_tilt(x: np.ndarray, tr: Tracks) -> dict[str, float]:
     idx = np.flatnonzero(tr.voiced)
     if idx.size < 5:
         return {}
-    if idx.size > 400:  # a few hundred frames pin the medians down; more only costs time
-        idx = idx[np.linspace(0, idx.size - 1, 400).astype(int)]
+    if idx.size > 250:  # a few hundred frames pin the medians down; more only costs time
+        idx = idx[np.linspace(0, idx.size - 1, 250).astype(int)]
     win = np.hanning(HNR_FRAME)
     frames = _voiced_frames(x, idx) * win
     nfft = 2 * HNR_FRAME
