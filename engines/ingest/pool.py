@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,39 @@ from engines.errors import CorruptMedia, DecodeTimeout, ModelError, Overloaded
 
 _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the `engines` package
 STARTUP_TIMEOUT_S = 60.0  # imports on a cold, busy machine; not part of any request's decode budget
+
+
+class _Spawner:
+    """Starts worker processes from one long-lived thread.
+
+    The worker asks the kernel to SIGKILL it when its parent goes (PR_SET_PDEATHSIG), and Linux ties that to the
+    *thread* that forked it: a worker forked from a request thread (anyio reaps idle ones) would die with it.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="xemo-decoder-spawner", daemon=True)
+                self._thread.start()
+        fut: Future[subprocess.Popen[bytes]] = Future()
+        self._jobs.put((fut, argv, kw))
+        return fut.result()
+
+    def _loop(self) -> None:
+        while True:
+            fut, argv, kw = self._jobs.get()
+            try:
+                fut.set_result(subprocess.Popen(argv, **kw))
+            except BaseException as e:
+                fut.set_exception(e)
+
+
+_spawner = _Spawner()
 
 
 class DecoderWorker:
@@ -39,10 +73,11 @@ class DecoderWorker:
         rep_r, rep_w = os.pipe()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+        env.setdefault("MALLOC_ARENA_MAX", "2")  # fewer 64 MB arena reservations under the address-space cap
+        argv = [sys.executable, "-m", "engines.ingest.worker", str(job_r), str(rep_w), str(self.memory_mb)]
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engines.ingest.worker", str(job_r), str(rep_w), str(self.memory_mb)],
-                pass_fds=(job_r, rep_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            self.proc = _spawner.popen(
+                argv, pass_fds=(job_r, rep_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env=env, close_fds=True, start_new_session=True,
             )
         finally:
@@ -152,6 +187,9 @@ class DecoderPool:
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._all if w.proc is not None]
+
+    def alive(self) -> list[bool]:
+        return [w.proc is not None and w.proc.poll() is None for w in self._all]
 
     def close(self) -> None:
         for w in self._all:

@@ -227,3 +227,29 @@ def test_decoder_memory_is_capped(media_dir: Path) -> None:
     with pytest.raises((TooLarge, CorruptMedia)):
         ingest(hd, None, settings(decode_workers=1, worker_memory_mb=400, video_decoder="pyav"))
     assert ingest(hd, None, settings()).frames is not None  # default cap: fine
+
+
+def test_workers_outlive_the_thread_that_started_them(testsrc_mp4: Path) -> None:
+    # Linux ties PR_SET_PDEATHSIG to the forking thread; request threads come and go, the workers must not.
+    s = settings(decode_workers=1, worker_memory_mb=4000)  # a fresh pool, created inside the thread below
+    t = threading.Thread(target=lambda: ingest(testsrc_mp4, None, s))
+    t.start()
+    t.join(timeout=30)
+    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    pids = pool.pids()
+    time.sleep(0.3)
+    assert pool.alive() == [True]
+    assert ingest(testsrc_mp4, None, s).frames is not None
+    assert get_pool(s.decode_workers, s.worker_memory_mb).pids() == pids  # served without a respawn
+
+
+def test_concurrent_calls_share_the_pool(testsrc_mp4: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = settings()
+    with ThreadPoolExecutor(4) as ex:
+        clips = list(ex.map(lambda _: ingest(testsrc_mp4, None, s), range(4)))
+    assert len({c.sha256 for c in clips}) == 1
+    for c in clips[1:]:
+        assert c.frames is not None and clips[0].frames is not None
+        assert (c.frames == clips[0].frames).all()
