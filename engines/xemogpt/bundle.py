@@ -36,6 +36,7 @@ from engines.xemogpt.model import (
     load_processors,
     merge_llm,
     pad_id_of,
+    quiet_transformers,
     require,
     split_llm,
 )
@@ -60,6 +61,7 @@ def write_bundle(x: XEmoGPTSettings, out: Path, gguf: bool = False) -> dict[str,
     from safetensors.torch import save_file
 
     t0 = time.perf_counter()
+    quiet_transformers()
     clip_dir, hubert_dir = require(x, "clip"), require(x, "hubert")
     llm_dir = require(x, "llm")  # a HF dir: LoRA cannot be merged into a GGUF
     ckpt = require(x, "checkpoint", "file")
@@ -153,7 +155,11 @@ def from_bundle(x: XEmoGPTSettings) -> Sources:
     from safetensors.torch import load_file
 
     assert x.bundle is not None
+    quiet_transformers()
     bundle = Path(x.bundle)
+    ignored = [k for k in ("clip", "hubert", "llm", "checkpoint") if getattr(x, k) is not None]
+    if ignored:
+        log.info("xemogpt.bundle is set: xemogpt.%s not used (the bundle holds them)", ", xemogpt.".join(ignored))
     m = read_manifest(bundle)
     clip_dir, hubert_dir = bundle / m["files"]["clip"], bundle / m["files"]["hubert"]
     if x.llm_backend == "llama_cpp":

@@ -49,6 +49,13 @@ class Sources:
             self.tmpdir = None
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars from transformers in server logs or CLI output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def require(x: XEmoGPTSettings, key: str, kind: str = "dir") -> Path:
     """The path setting `xemogpt.<key>`, checked; errors name the key."""
     value = getattr(x, key)
@@ -133,6 +140,7 @@ def gguf_meta(path: Path) -> tuple[int, int]:
 
 def from_checkpoint(x: XEmoGPTSettings) -> Sources:
     """Encoders from xemogpt.clip / .hubert, bridges + LoRA from xemogpt.checkpoint, LLM from xemogpt.llm."""
+    quiet_transformers()
     clip_dir, hubert_dir = require(x, "clip"), require(x, "hubert")
     llm_path = require(x, "llm", "any")
     ckpt = require(x, "checkpoint", "file")
@@ -151,7 +159,7 @@ def from_checkpoint(x: XEmoGPTSettings) -> Sources:
     elif needs_merge:
         model, tok, r = merge_llm(llm_path, llm_sd, x, DTYPES[x.dtype])
         report["llm"] = r.to_dict()
-        tmpdir = Path(tempfile.mkdtemp(prefix="xemo-merged-llm-"))
+        tmpdir = Path(tempfile.mkdtemp(prefix=f"xemo-merged-{ckpt.stem}-"))
         log.info("writing the LoRA-merged LLM to %s (run `xemo convert-checkpoint` once to skip this)", tmpdir)
         model.save_pretrained(tmpdir)
         tok.save_pretrained(tmpdir)
