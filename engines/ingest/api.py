@@ -94,7 +94,10 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
             if not (isinstance(cls, type) and issubclass(cls, errors.MediaError)):
                 cls = errors.CorruptMedia
             raise cls(str(reply.get("message", "the file could not be decoded")))
-        arrays = {k: np.load(tmp / name, allow_pickle=False) for k, name in reply["arrays"].items()}
+        # Copy-on-write maps of the worker's files: no read or copy now, pages come from the page cache as used,
+        # and they stay valid after the directory is removed; plain ndarray views, writable (privately).
+        arrays = {k: np.asarray(np.load(tmp / name, mmap_mode="c", allow_pickle=False))
+                  for k, name in reply["arrays"].items()}
         return _clip(reply["meta"], arrays, content_hash(vraw, araw))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
