@@ -33,7 +33,8 @@ def uniform_frames(path: Path, n: int = 16) -> tuple[np.ndarray, list[float]]:
 
 @pytest.fixture(scope="module")
 def perceiver(tmp_path_factory: pytest.TempPathFactory) -> VisualPerceiver:
-    p = VisualPerceiver(LiteSettings(cache_dir=tmp_path_factory.mktemp("xemo_cache")))
+    # one ONNX export per test session: the FER tests use the same cache directory
+    p = VisualPerceiver(LiteSettings(cache_dir=tmp_path_factory.getbasetemp() / "xemo_cache"))
     yield p
     p.close()
 

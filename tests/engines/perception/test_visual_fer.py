@@ -43,7 +43,7 @@ def crops() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fer(tmp_path_factory: pytest.TempPathFactory) -> FerClassifier:
-    return FerClassifier(runtime="onnx", cache_dir=tmp_path_factory.mktemp("fer_cache"))
+    return FerClassifier(runtime="onnx", cache_dir=tmp_path_factory.getbasetemp() / "xemo_cache")
 
 
 def test_weights_are_the_58k_parameter_model() -> None:
