@@ -34,7 +34,8 @@ class Norms:
     local_level_db: float = 6.0
     tremor_depth_st: float = 1.0
     tremor_periodicity: float = 0.55
-    whisper_voiced: float = 0.15  # voiced share of speech below which the speech is whispered
+    whisper_voiced: float = 0.15  # voiced share of speech below which the speech is whispered or hoarse
+    whisper_alpha_db: float = 0.0  # espeak's whisper: +12 dB; its croak and growl voices: -5 and -2 dB
     breathy_hnr_db: float = 3.0
     tense_alpha_db: float = -4.0
     tense_hammarberg_db: float = 12.0
@@ -122,7 +123,9 @@ def vocal_cues(feats: dict[str, float], tr: Tracks, segments: list[tuple[float, 
     loud = strength.get("the voice is loud", 0.0)
     high = max(strength.get("the voice is high-pitched", 0.0), strength.get("the pitch rises sharply", 0.0))
     fast = strength.get("speaks quickly", 0.0)
-    if "the voice is soft" in strength and not (high or fast or loud):
+    if not cues:
+        add("the tone is steady", 0.3, {"because": "loudness, pitch and pace all within the usual range"})
+    elif "the voice is soft" in strength and not (high or fast or loud):
         add("the tone is calm and soft", 0.5, {"because": "soft voice, no raised pitch, not fast"})
     elif sum(v >= 0.3 for v in (loud, high, fast)) >= 2 and (loud >= 0.5 or fast >= 0.3):
         parts = [k for k, v in (("loud", loud), ("high-pitched", high), ("fast", fast)) if v]
@@ -198,15 +201,12 @@ def _quality_cues(feats: dict[str, float], tr: Tracks, n: Norms, span: tuple[flo
     cues: list[Cue] = []
     s, e = (round(v, 2) for v in span)
     if feats.get("speech_s", 0) >= 0.5 and feats.get("voiced_ratio", 1.0) < n.whisper_voiced:
+        # Speech with hardly any pitch: whispered (noise above 1 kHz) or hoarse/creaky (energy stays low).
+        alpha = feats.get("alpha_ratio_speech_db", 0.0)
+        text = "speaks in a whisper" if alpha >= n.whisper_alpha_db else "the voice is hoarse"
+        ev = {"voiced_share_of_speech": _r(feats["voiced_ratio"]), "alpha_ratio_speech_db": _r(alpha)}
         cues.append(
-            Cue(
-                "auditory",
-                "speaks in a whisper",
-                s,
-                e,
-                _ramp(n.whisper_voiced - feats["voiced_ratio"], 0.0, n.whisper_voiced),
-                {"voiced_share_of_speech": _r(feats["voiced_ratio"])},
-            )
+            Cue("auditory", text, s, e, _ramp(n.whisper_voiced - feats["voiced_ratio"], 0.0, n.whisper_voiced), ev)
         )
         return cues
     hnr = feats.get("hnr_db")

@@ -1,4 +1,4 @@
-"""Laughter-like bursts: >= 3 loud, evenly spaced bursts ("ha-ha-ha") that sound alike.
+"""Laughter-like bursts: >= 4 loud, evenly spaced bursts ("ha-ha-ha-ha") that sound alike.
 
 Speech syllables can be just as rhythmic and deeply modulated, so the tell used here is that consecutive
 bursts share the same spectrum (the same vowel repeated): the correlation of their log-mel spectra stays
@@ -12,7 +12,7 @@ import numpy as np
 
 from engines.perception.audio.prosody import SR, fine_levels
 
-MIN_BURSTS = 3
+MIN_BURSTS = 4  # three similar bursts occur inside ordinary espeak speech (klatt4 voice)
 INTERVAL_S = (0.15, 0.4)  # 2.5-6.7 bursts per second
 MIN_DIP_DB = 8.0
 MIN_SIMILARITY = 0.9

@@ -149,8 +149,22 @@ def tremor(tr: Tracks) -> tuple[float, list[tuple[int, int, float]]]:
     return depth, out
 
 
+def speech_alpha_ratio(x: np.ndarray, tr: Tracks) -> dict[str, float]:
+    """Alpha ratio over all speech frames, voiced or not: whispering puts most energy above 1 kHz (> 0 dB),
+    an unvoiced creaky or growled voice keeps it low."""
+    idx = np.flatnonzero(tr.speech & (tr.level_db > tr.level_db.max() - 30))
+    if idx.size < 5:
+        return {}
+    idx = idx[np.linspace(0, idx.size - 1, min(idx.size, 200)).astype(int)]
+    power = np.abs(np.fft.rfft(_voiced_frames(x, idx) * np.hanning(HNR_FRAME), HNR_FRAME)) ** 2
+    freqs = np.fft.rfftfreq(HNR_FRAME, 1 / SR)
+    low = power[:, (freqs >= 50) & (freqs < 1000)].sum()
+    high = power[:, (freqs >= 1000) & (freqs < 5000)].sum()
+    return {"alpha_ratio_speech_db": float(10 * np.log10((high + 1e-12) / (low + 1e-12)))}
+
+
 def voice_quality_features(x: np.ndarray, tr: Tracks) -> dict[str, float]:
-    feats = {**jitter_shimmer(x, tr), **hnr_and_tilt(x, tr)}
+    feats = {**jitter_shimmer(x, tr), **hnr_and_tilt(x, tr), **speech_alpha_ratio(x, tr)}
     depth, _ = tremor(tr)
     feats["f0_tremor_st"] = depth
     return feats

@@ -78,6 +78,7 @@ def test_neutral_espeak_voice_gets_no_level_cues(results):
         "speaks slowly",
     }
     assert not texts(results["normal"]) & extremes
+    assert "the tone is steady" in texts(results["normal"])
 
 
 def test_cues_are_well_formed_and_inside_the_clip(results, aroused_wav, calm_wav, slow_wav, speech_wav):
@@ -170,6 +171,12 @@ def test_whisper_is_breathy_and_unvoiced(perceiver, media_dir):
     assert res.speech_found
     assert "speaks in a whisper" in texts(res)
     assert not texts(res) & {"the voice is high-pitched", "the voice is low-pitched"}
+
+
+def test_creaky_unvoiced_voice_is_hoarse_not_whisper(perceiver, media_dir):
+    res = perceiver.perceive(*load(media.speech(media_dir / "croak.wav", voice="en-us+croak")))
+    assert "the voice is hoarse" in texts(res)
+    assert "speaks in a whisper" not in texts(res)
 
 
 def test_laughter_like_bursts(perceiver, media_dir, results):
