@@ -1,0 +1,197 @@
+"""Both LLM backends on the real SmolLM2-135M-Instruct GGUF: soft tokens, continuous batching, cancellation,
+constraints, scoring, stop strings and max_tokens.
+
+The same behaviour is asserted on llama_cpp (the GGUF as is) and transformers (the GGUF dequantized to fp32,
+cached once per session). Generations are kept short: transformers fp32 decodes a few tokens per second here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.errors import BadRequest
+from engines.llm import LLMBackend, SamplingParams, load_backend, smollm2_gguf_path
+
+PROMPT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+PROMPTS = [PROMPT, "The sky is", "1, 2, 3, 4,"]
+N = 6  # greedy tokens per comparison
+
+
+def _gguf() -> Path:
+    try:
+        return smollm2_gguf_path()
+    except Exception as e:  # the package is installed by `make install`
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session", params=["llama_cpp", "transformers"])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LLMBackend:
+    kind = request.param
+    if kind == "llama_cpp":
+        pytest.importorskip("llama_cpp")
+    b = load_backend(
+        _gguf(),
+        kind,
+        n_ctx=256,
+        n_threads=1,  # a second thread only adds barrier waits when the cores are shared with other jobs
+        max_num_seqs=4,
+        cache_dir=tmp_path_factory.mktemp("llm-cache") if kind == "transformers" else None,
+    )
+    yield b
+    b.close()
+
+
+async def _collect(b: LLMBackend, segments: list, params: SamplingParams) -> list:
+    return [t async for t in b.generate(segments, params)]
+
+
+def _text(tokens: list) -> str:
+    return "".join(t.text for t in tokens)
+
+
+def _greedy(n: int = N, **kw) -> SamplingParams:
+    return SamplingParams(max_tokens=n, temperature=0.0, **kw)
+
+
+@pytest.fixture(scope="session")
+def solo(backend: LLMBackend) -> dict[str, list[int]]:
+    """Greedy token ids of each prompt generated alone."""
+    out = {}
+    for p in PROMPTS:
+        toks = asyncio.run(_collect(backend, [p], _greedy()))
+        out[p] = [t.token_id for t in toks]
+    return out
+
+
+def test_soft_tokens_of_a_text_continue_exactly_like_the_text(backend: LLMBackend, solo) -> None:
+    ids = backend.tokenize(PROMPT)
+    emb = backend.embed_tokens(ids)
+    assert emb.shape == (len(ids), backend.hidden_size) and emb.dtype == np.float32
+    as_soft = asyncio.run(_collect(backend, [emb], _greedy()))
+    assert [t.token_id for t in as_soft] == solo[PROMPT]
+    # text, soft tokens, text in one prompt (the layout a multimodal prompt uses)
+    head, mid, tail = PROMPT[:12], PROMPT[12:40], PROMPT[40:]
+    mixed = [head, backend.embed_tokens(backend.tokenize(mid)), tail]
+    if backend.tokenize(head) + backend.tokenize(mid) + backend.tokenize(tail) == ids:
+        assert [t.token_id for t in asyncio.run(_collect(backend, mixed, _greedy()))] == solo[PROMPT]
+    assert _text(asyncio.run(_collect(backend, [PROMPT], _greedy(8)))).startswith("The capital of France")
+
+
+def test_batched_generation_with_staggered_joins_equals_one_by_one(backend: LLMBackend, solo) -> None:
+    sizes: list[int] = []
+    backend.step_listeners.append(sizes.append)
+
+    async def main() -> list[list[int]]:
+        started = [asyncio.Event() for _ in PROMPTS]
+
+        async def run(i: int) -> list[int]:
+            if i:
+                await started[i - 1].wait()  # join while the previous sequences are mid-generation
+            out = []
+            async for t in backend.generate([PROMPTS[i]], _greedy()):
+                out.append(t.token_id)
+                if len(out) == 2:
+                    started[i].set()
+            started[i].set()
+            return out
+
+        return list(await asyncio.gather(*(run(i) for i in range(len(PROMPTS)))))
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        backend.step_listeners.remove(sizes.append)
+    assert got == [solo[p] for p in PROMPTS]
+    assert max(sizes) >= 2, f"sequences never shared a decode step: {sizes}"
+    assert backend.stats() == {"running": 0, "waiting": 0}
+
+
+@pytest.mark.parametrize("how", ["cancel_task", "aclose"])
+def test_cancelling_one_sequence_leaves_the_others_intact_and_frees_its_slot(
+    backend: LLMBackend, solo, how: str
+) -> None:
+    sizes: list[int] = []
+    backend.step_listeners.append(sizes.append)
+
+    async def main() -> tuple[list[list[int]], int]:
+        victim_tokens = 0
+        first = asyncio.Event()
+
+        async def victim() -> None:
+            nonlocal victim_tokens
+            stream = backend.generate([PROMPTS[1]], _greedy(200))
+            async for _ in stream:
+                victim_tokens += 1
+                first.set()
+                if how == "aclose" and victim_tokens == 2:
+                    await stream.aclose()
+                    break
+
+        async def other(p: str) -> list[int]:
+            await first.wait()
+            return [t.token_id async for t in backend.generate([p], _greedy())]
+
+        vt = asyncio.create_task(victim())
+        others = asyncio.gather(other(PROMPTS[0]), other(PROMPTS[2]))
+        if how == "cancel_task":
+            await first.wait()
+            await asyncio.sleep(0)
+            vt.cancel()
+        res = await others
+        try:
+            await vt
+        except asyncio.CancelledError:
+            pass
+        return res, victim_tokens
+
+    try:
+        (a, c), victim_tokens = asyncio.run(main())
+    finally:
+        backend.step_listeners.remove(sizes.append)
+    assert a == solo[PROMPTS[0]] and c == solo[PROMPTS[2]]
+    assert victim_tokens < 200
+    assert backend.stats() == {"running": 0, "waiting": 0}
+    assert sorted(backend._free_slots) == list(range(backend.max_num_seqs))  # every slot back
+    # the victim left the batch: the last steps ran with at most the two others
+    assert sizes and sizes[-1] <= 2
+
+
+def test_choices_constraint_returns_exactly_one_choice(backend: LLMBackend) -> None:
+    prompt = "Q: Is fire hot or cold?\nA (one word):"
+    choices = [" hot", " cold", " lukewarm"]
+    toks = asyncio.run(_collect(backend, [prompt], _greedy(10, choices=choices)))
+    assert _text(toks) in choices
+    assert toks[-1].finish_reason == "stop"
+
+
+def test_score_choices_ranks_the_obvious_continuation_first(backend: LLMBackend) -> None:
+    scores = asyncio.run(backend.score_choices(["The capital of France is"], [" Paris", " London", " a banana"]))
+    assert max(scores, key=scores.get) == " Paris"
+    assert all(v < 0 for v in scores.values())
+    assert scores[" a banana"] < scores[" London"]
+
+
+def test_max_tokens_and_stop_strings_are_honoured(backend: LLMBackend, solo) -> None:
+    toks = asyncio.run(_collect(backend, [PROMPTS[2]], _greedy(3)))
+    assert len(toks) == 3 and toks[-1].finish_reason == "length"
+    assert toks[-1].usage == {"prompt_tokens": len(backend.tokenize(PROMPTS[2])), "completion_tokens": 3}
+    full = _text(asyncio.run(_collect(backend, [PROMPTS[2]], _greedy())))
+    assert " 6" in full
+    cut = asyncio.run(_collect(backend, [PROMPTS[2]], _greedy(stop=[" 6"])))
+    assert _text(cut) == full[: full.index(" 6")]
+    assert cut[-1].finish_reason == "stop"
+
+
+def test_bad_prompts_are_rejected_before_any_work(backend: LLMBackend) -> None:
+    with pytest.raises(BadRequest):
+        backend.generate([np.zeros((3, backend.hidden_size + 1), np.float32)], _greedy())
+    with pytest.raises(BadRequest):
+        backend.generate([np.full((2, backend.hidden_size), np.nan, np.float32)], _greedy())
+    with pytest.raises(BadRequest):
+        backend.generate(["word " * 400], _greedy())  # longer than n_ctx=256
+    with pytest.raises(BadRequest):
+        backend.generate([], _greedy())
