@@ -90,8 +90,9 @@ class OpenAIExtractor:
     name = "openai"
 
     def __init__(self, settings: EvalSettings, fallback: OfflineExtractor | None,
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, max_tokens: int = 768) -> None:
         self.settings = settings
+        self.max_tokens = max_tokens
         self.fallback = fallback
         headers = {"Content-Type": "application/json"}
         if settings.openai_api_key is not None:
@@ -106,7 +107,7 @@ class OpenAIExtractor:
         if reminder:
             messages.append({"role": "user", "content": REMINDER})
         body = {"model": self.settings.openai_model, "messages": messages, "temperature": 0.0,
-                "max_tokens": 768, "response_format": {"type": "json_object"}}
+                "max_tokens": self.max_tokens, "response_format": {"type": "json_object"}}
         r = self.client.post(self.url, json=body)
         if r.status_code >= 400:
             raise ExtractionFailed(f"HTTP {r.status_code} from the chat endpoint")
