@@ -17,7 +17,7 @@ import numpy as np
 
 from engines import errors
 from engines.ingest.formats import HEAD_BYTES, detect_format
-from engines.ingest.pool import get_pool
+from engines.ingest.pool import WorkerCrashed, get_pool
 from engines.types import AudioInfo, Clip, VideoInfo
 from xemo.settings import IngestSettings
 
@@ -88,7 +88,14 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
                 f.write(raw)
             job[key], job[f"{key}_fmt"] = str(path), fmt
         pool = get_pool(settings.decode_workers, settings.worker_memory_mb)
-        reply = pool.run(job, settings.decode_timeout_s, wait_s=settings.decode_timeout_s)
+        try:
+            reply = pool.run(job, settings.decode_timeout_s, wait_s=settings.decode_timeout_s)
+        except WorkerCrashed:
+            if job["decoder"] != "decord":
+                raise
+            # decord is the one known to crash on odd files; PyAV is the fallback, once, in a fresh worker
+            job["decoder"] = "pyav"
+            reply = pool.run(job, settings.decode_timeout_s, wait_s=settings.decode_timeout_s)
         if not reply.get("ok"):
             cls = getattr(errors, str(reply.get("type")), None)
             if not (isinstance(cls, type) and issubclass(cls, errors.MediaError)):

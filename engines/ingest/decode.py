@@ -56,7 +56,12 @@ def _video_stream(c: av.container.InputContainer, fmt: str) -> av.VideoStream | 
 
 
 def check_video_stream(s: av.VideoStream, cs: IngestSettings) -> None:
-    w, h = s.codec_context.width, s.codec_context.height
+    _check_size(s.codec_context.width, s.codec_context.height, cs)
+    _check_duration(_seconds(s.duration, s.time_base), cs.max_duration_s, "video")
+    _check_frame_count(s.frames or 0, cs)
+
+
+def _check_size(w: int, h: int, cs: IngestSettings) -> None:
     if w <= 0 or h <= 0:
         raise CorruptMedia("the video stream has no picture size; the file is damaged: re-export it")
     if w > cs.max_width or h > cs.max_height:
@@ -65,8 +70,6 @@ def check_video_stream(s: av.VideoStream, cs: IngestSettings) -> None:
     if w * h > cs.max_pixels:
         raise TooManyPixels(f"the video has {w * h / 1e6:.1f} MP per frame; the limit is "
                             f"{cs.max_pixels / 1e6:.1f} MP: downscale it (e.g. to 1280x720) and upload again")
-    _check_duration(_seconds(s.duration, s.time_base), cs.max_duration_s, "video")
-    _check_frame_count(s.frames or 0, cs)
 
 
 def _check_duration(seconds: float | None, limit: float, what: str) -> None:
@@ -100,6 +103,7 @@ def scan_video_times(c: av.container.InputContainer, s: av.VideoStream, cs: Inge
             _check_frame_count(len(pts), cs)
         if rotation is None:
             for frame in pkt.decode():
+                _check_size(frame.width, frame.height, cs)  # the bitstream may disagree with the container
                 rotation = int(frame.rotation or 0)
                 break
     if rotation is None and pts:
@@ -168,6 +172,7 @@ def decode_video_pyav(path: str, fmt: str, times: np.ndarray, rotation: int, out
         s.thread_type = "AUTO"
         for i, frame in enumerate(c.decode(s)):
             if i in targets:
+                _check_size(frame.width, frame.height, cs)
                 img = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="BILINEAR")
                 picked[i] = _rot90(img, rotation)
             if i >= last:

@@ -27,6 +27,10 @@ _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the `e
 STARTUP_TIMEOUT_S = 60.0  # imports on a cold, busy machine; not part of any request's decode budget
 
 
+class WorkerCrashed(CorruptMedia):
+    """The worker process died mid-job (segfault, abort, killed); the caller may retry with another decoder."""
+
+
 class _Spawner:
     """Starts worker processes from one long-lived thread.
 
@@ -156,8 +160,8 @@ class DecoderWorker:
                                 "damaged or too complex: re-encode it (e.g. H.264, 720p) and upload again")
         if line == b"":
             self.respawn()
-            raise CorruptMedia("the decoder crashed on this file; it is probably damaged or malformed: "
-                               "re-export it and upload again")
+            raise WorkerCrashed("the decoder crashed on this file; it is probably damaged or malformed: "
+                                "re-export it and upload again")
         return json.loads(line)
 
 
