@@ -108,6 +108,7 @@ def scan_video_times(c: av.container.InputContainer, s: av.VideoStream, cs: Inge
                 break
     if rotation is None and pts:
         for frame in s.codec_context.decode(None):  # a decoder with reorder delay: drain it
+            _check_size(frame.width, frame.height, cs)
             rotation = int(frame.rotation or 0)
             break
     if rotation is None:

@@ -155,16 +155,18 @@ def _ffmpeg_first_frame(path: Path, w: int, h: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("rotate", [90, 270])
+@pytest.mark.parametrize("rotate", [90, 180, 270])
 def test_rotated_metadata_gives_upright_frames(media_dir: Path, video_only_mp4: Path, rotate: int,
                                                decoder: str) -> None:
     rotated = media_dir / f"rotated_{rotate}.mp4"
     if not rotated.exists():
         media.ffmpeg("-i", str(video_only_mp4), "-c", "copy", "-metadata:s:v:0", f"rotate={rotate}", str(rotated))
     clip = ingest(rotated, None, settings(video_decoder=decoder))
-    assert clip.frames is not None and clip.frames.shape == (16, 320, 240, 3)  # portrait, as displayed
-    assert clip.video is not None and (clip.video.width, clip.video.height) == (240, 320)
-    ref = _ffmpeg_first_frame(rotated, 240, 320)
+    w, h = (320, 240) if rotate == 180 else (240, 320)  # as displayed: portrait for 90 and 270
+    assert clip.frames is not None and clip.frames.shape == (16, h, w, 3)
+    assert clip.video is not None and (clip.video.width, clip.video.height) == (w, h)
+    assert clip.video.rotation == rotate
+    ref = _ffmpeg_first_frame(rotated, w, h)
     assert np.abs(clip.frames[0].astype(int) - ref.astype(int)).mean() < 3
     wrong = np.rot90(ref, 2)  # the check can fail: upside down is far from the reference
     assert np.abs(clip.frames[0].astype(int) - wrong.astype(int)).mean() > 20
