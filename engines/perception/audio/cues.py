@@ -123,13 +123,14 @@ def vocal_cues(feats: dict[str, float], tr: Tracks, segments: list[tuple[float, 
     loud = strength.get("the voice is loud", 0.0)
     high = max(strength.get("the voice is high-pitched", 0.0), strength.get("the pitch rises sharply", 0.0))
     fast = strength.get("speaks quickly", 0.0)
-    if not cues:
-        add("the tone is steady", 0.3, {"because": "loudness, pitch and pace all within the usual range"})
+    levels = {k: _r(feats[k]) for k in ("loudness_db", "f0_median_hz", "syllable_rate", "f0_range_st") if k in feats}
+    if not cues:  # every measure inside the usual range
+        add("the tone is steady", 0.3, levels)
     elif "the voice is soft" in strength and not (high or fast or loud):
-        add("the tone is calm and soft", 0.5, {"because": "soft voice, no raised pitch, not fast"})
+        add("the tone is calm and soft", 0.5, levels)
     elif sum(v >= 0.3 for v in (loud, high, fast)) >= 2 and (loud >= 0.5 or fast >= 0.3):
-        parts = [k for k, v in (("loud", loud), ("high-pitched", high), ("fast", fast)) if v]
-        add("the tone is intense", round(float(np.mean([loud, high, fast])), 3), {"because": ", ".join(parts)})
+        ev = {**levels, "loud_strength": loud, "high_strength": high, "fast_strength": fast}
+        add("the tone is intense", round(float(np.mean([loud, high, fast])), 3), ev)
     return cues
 
 

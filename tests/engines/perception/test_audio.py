@@ -128,14 +128,15 @@ def test_long_pause_is_located_between_the_phrases(perceiver, speech_wav):
     assert res.speech_segments[0][0] >= 0.35  # leading silence is not speech
 
 
-def test_other_sample_rates_and_int16_give_the_same_speech(perceiver, aroused_wav):
+def test_other_sample_rates_int16_and_stereo_give_the_same_speech(perceiver, aroused_wav):
     import librosa
 
     x, sr = load(aroused_wav)
     ref = perceiver.perceive(x, sr)
     up = perceiver.perceive(librosa.resample(x, orig_sr=sr, target_sr=44100), 44100)
     pcm = perceiver.perceive((x * 32767).astype(np.int16), sr)
-    for res in (up, pcm):
+    stereo = perceiver.perceive(np.stack([x, x], axis=1), sr)
+    for res in (up, pcm, stereo):
         assert len(res.speech_segments) == len(ref.speech_segments)
         assert abs(res.speech_segments[0][0] - ref.speech_segments[0][0]) < 0.1
         assert {"the voice is loud", "the voice is high-pitched"} <= texts(res)
