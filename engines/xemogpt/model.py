@@ -82,8 +82,10 @@ def build_front_ends(clip_dir: Path, hubert_dir: Path, llm_hidden: int, num_fram
                      report: dict[str, Any] | None = None) -> tuple[VideoFrontEnd, AudioFrontEnd]:
     clip, _ = load_clip(clip_dir)
     hubert, _ = load_hubert(hubert_dir)
-    video = VideoFrontEnd(clip, llm_hidden, num_frames=num_frames)
-    audio = AudioFrontEnd(hubert, llm_hidden)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # untrained bridges (no checkpoint) are at least the same on every start
+        video = VideoFrontEnd(clip, llm_hidden, num_frames=num_frames)
+        audio = AudioFrontEnd(hubert, llm_hidden)
     if front_sd is not None:
         r = apply_checkpoint(front_sd, video, audio, None, lora_r, lora_alpha)
         if report is not None:
@@ -139,16 +141,29 @@ def gguf_meta(path: Path) -> tuple[int, int]:
 
 
 def from_checkpoint(x: XEmoGPTSettings) -> Sources:
-    """Encoders from xemogpt.clip / .hubert, bridges + LoRA from xemogpt.checkpoint, LLM from xemogpt.llm."""
+    """Encoders from xemogpt.clip / .hubert, bridges + LoRA from xemogpt.checkpoint, LLM from xemogpt.llm.
+
+    Without a checkpoint the bridges and projectors are untrained (seeded random): the text is meaningless,
+    but the whole path runs with the real encoders and LLM (latency and memory before the checkpoint is
+    at hand). That is logged as a warning and shown in the report.
+    """
     quiet_transformers()
     clip_dir, hubert_dir = require(x, "clip"), require(x, "hubert")
     llm_path = require(x, "llm", "any")
-    ckpt = require(x, "checkpoint", "file")
-    front_sd, llm_sd = split_llm(read_state_dict(ckpt))
-    proj = front_sd.get("visual_llm_project.weight")
-    if proj is None:
-        raise ModelError("xemogpt.checkpoint: no visual_llm_project.weight, not an XEmoGPT checkpoint")
     report: dict[str, Any] = {}
+    ckpt: Path | None = None
+    front_sd: dict[str, torch.Tensor] | None = None
+    llm_sd: dict[str, torch.Tensor] = {}
+    proj: torch.Tensor | None = None
+    if x.checkpoint is None:
+        log.warning("xemogpt.checkpoint is not set: the cue bridges and projectors are UNTRAINED")
+        report["checkpoint"] = "none: bridges and projectors untrained (seed 0)"
+    else:
+        ckpt = require(x, "checkpoint", "file")
+        front_sd, llm_sd = split_llm(read_state_dict(ckpt))
+        proj = front_sd.get("visual_llm_project.weight")
+        if proj is None:
+            raise ModelError("xemogpt.checkpoint: no visual_llm_project.weight, not an XEmoGPT checkpoint")
     tmpdir: Path | None = None
     needs_merge = bool(llm_sd)  # LoRA deltas (or LLM copies) to apply
     if llm_path.is_file():  # GGUF: cannot merge into quantised weights here
@@ -159,6 +174,7 @@ def from_checkpoint(x: XEmoGPTSettings) -> Sources:
     elif needs_merge:
         model, tok, r = merge_llm(llm_path, llm_sd, x, DTYPES[x.dtype])
         report["llm"] = r.to_dict()
+        assert ckpt is not None
         tmpdir = Path(tempfile.mkdtemp(prefix=f"xemo-merged-{ckpt.stem}-"))
         log.info("writing the LoRA-merged LLM to %s (run `xemo convert-checkpoint` once to skip this)", tmpdir)
         model.save_pretrained(tmpdir)
@@ -171,7 +187,7 @@ def from_checkpoint(x: XEmoGPTSettings) -> Sources:
 
         pad = pad_id_of(AutoTokenizer.from_pretrained(llm_path))
         hidden = int(AutoConfig.from_pretrained(llm_path).hidden_size)
-    if int(proj.shape[0]) != hidden:
+    if proj is not None and int(proj.shape[0]) != hidden:
         raise ModelError(f"checkpoint key visual_llm_project.weight: projects to {proj.shape[0]} but the LLM "
                          f"(xemogpt.llm) has hidden size {hidden}")
     image_processor, feature_extractor = load_processors(clip_dir, hubert_dir)

@@ -128,7 +128,9 @@ class XEmoGPTPipeline(Pipeline):
         self.pad_embedding = self.llm.embed_tokens([src.pad_token_id])  # the released BOS
         mb = self.settings.server.max_batch_size
         self.stages = {"video_encode": VideoEncodeStage(self, mb), "audio_encode": AudioEncodeStage(self, mb)}
-        self.model = (f"XEmoGPT: CLIP+VECB, HuBERT+AECB ({self.front_ends.runtime}) | {self.llm.name}")
+        self.model = f"XEmoGPT: CLIP+VECB, HuBERT+AECB ({self.front_ends.runtime}) | {self.llm.name}"
+        if "checkpoint" in src.report:  # no checkpoint: say so wherever the model is named
+            self.model += " | UNTRAINED bridges (no xemogpt.checkpoint)"
 
     def close(self) -> None:
         if self.llm is not None:

@@ -158,6 +158,31 @@ def test_missing_paths_name_the_setting(tmp_path: Path, tiny: dict[str, Any]) ->
                         checkpoint=tiny["checkpoint"])
     with pytest.raises(ModelError, match="xemogpt.clip: directory not found"):
         from_checkpoint(x)
-    x = XEmoGPTSettings(clip=tiny["clip"], hubert=tiny["hubert"], llm=tiny["llm"])
-    with pytest.raises(ModelError, match="xemogpt.checkpoint: not set"):
+    x = XEmoGPTSettings(clip=tiny["clip"], hubert=tiny["hubert"], llm=tmp_path / "llm.gguf")
+    with pytest.raises(ModelError, match="xemogpt.llm: not found"):
         from_checkpoint(x)
+    x = XEmoGPTSettings(hubert=tiny["hubert"], llm=tiny["llm"])
+    with pytest.raises(ModelError, match="xemogpt.clip: not set"):
+        from_checkpoint(x)
+
+
+def test_paths_from_environment_variables(tmp_path: Path, tiny: dict[str, Any],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from xemo.settings import Settings
+
+    monkeypatch.delenv("XEMO_CONFIG", raising=False)
+    monkeypatch.setenv("XEMO_PROFILE", "xemogpt")
+    monkeypatch.setenv("XEMO_XEMOGPT__CLIP", str(tiny["clip"]))
+    monkeypatch.setenv("XEMO_XEMOGPT__HUBERT", str(tmp_path / "missing-hubert"))
+    s = Settings()
+    assert s.profile == "xemogpt" and s.xemogpt.clip == Path(tiny["clip"])
+    with pytest.raises(ModelError, match="xemogpt.hubert: directory not found"):
+        from_checkpoint(s.xemogpt)
+
+
+def test_no_checkpoint_runs_with_untrained_bridges(tiny: dict[str, Any]) -> None:
+    x = XEmoGPTSettings(clip=tiny["clip"], hubert=tiny["hubert"], llm=tiny["llm"])
+    src = from_checkpoint(x)
+    assert "untrained" in src.report["checkpoint"] and src.llm_path == Path(tiny["llm"]) and src.tmpdir is None
+    (v1, _), (v2, _) = src.build_modules(), src.build_modules()
+    assert torch.equal(v1.visual_llm_project.weight, v2.visual_llm_project.weight)  # seeded
