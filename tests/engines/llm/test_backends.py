@@ -39,7 +39,9 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         n_ctx=256,
         n_threads=1,  # a second thread only adds barrier waits when the cores are shared with other jobs
         max_num_seqs=4,
-        cache_dir=tmp_path_factory.mktemp("llm-cache") if kind == "transformers" else None,
+        # the fp32 copy of the GGUF lives beside pytest's per-session temp dirs, so only the first session pays
+        # for transformers' slow GGUF dequantization (20-60 s); later sessions reload it in about a second
+        cache_dir=tmp_path_factory.getbasetemp().parent / "xemo-llm-cache" if kind == "transformers" else None,
     )
     yield b
     b.close()
