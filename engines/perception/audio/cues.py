@@ -128,6 +128,8 @@ def vocal_cues(feats: dict[str, float], tr: Tracks, segments: list[tuple[float, 
         add("the tone is steady", 0.3, levels)
     elif "the voice is soft" in strength and not (high or fast or loud):
         add("the tone is calm and soft", 0.5, levels)
+    elif "speaks slowly" in strength:  # an unhurried pace outweighs a loud or high voice
+        add("the tone is calm", round(0.3 + 0.4 * strength["speaks slowly"], 3), levels)
     elif sum(v >= 0.3 for v in (loud, high, fast)) >= 2 and (loud >= 0.5 or fast >= 0.3):
         ev = {**levels, "loud_strength": loud, "high_strength": high, "fast_strength": fast}
         add("the tone is intense", round(float(np.mean([loud, high, fast])), 3), ev)
