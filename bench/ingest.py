@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from engines.ingest import ingest, warmup  # noqa: E402
 from engines.ingest.decode import process  # noqa: E402
+from engines.ingest.pool import get_pool  # noqa: E402
 from xemo.settings import IngestSettings  # noqa: E402
 
 
@@ -46,14 +47,31 @@ def make_media(d: Path) -> tuple[Path, Path]:
     return clip, tiny
 
 
-def median_s(fn: Callable[[], Any], runs: int) -> tuple[float, list[float]]:
-    fn()  # warm caches (page cache, numba-free but FFmpeg's codec tables, worker imports)
-    times = []
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (all threads) of this process, or of a worker process by pid."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(fns: dict[str, Callable[[], Any]], runs: int, worker: Callable[[], int]) -> dict[str, dict[str, Any]]:
+    """Alternate the variants run by run (so load drift hits all alike); wall and CPU seconds per run.
+    CPU time (this process + the decoder worker) barely moves with other load on a shared machine."""
+    for fn in fns.values():
+        fn()  # warm: page cache, FFmpeg tables, the worker's first job
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), [round(x, 4) for x in times]
+        for k, fn in fns.items():
+            pid = worker()
+            c0, w0, t0 = cpu_s(), cpu_s(pid), time.perf_counter()
+            fn()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(cpu_s() - c0 + (cpu_s(pid) - w0 if worker() == pid else 0.0))
+    return {k: {"wall_median_s": round(statistics.median(wall[k]), 4), "wall_min_s": round(min(wall[k]), 4),
+                "cpu_median_s": round(statistics.median(cpu[k]), 4), "wall_runs_s": [round(x, 4) for x in wall[k]]}
+            for k in fns}
 
 
 def in_process(path: Path, fmt: str, s: IngestSettings) -> dict[str, Any]:
@@ -75,8 +93,8 @@ def torchcodec_direct(path: Path, runs: int) -> dict[str, Any] | None:
         v.get_frames_at(indices=np.linspace(0, n - 1, 16, dtype=int).tolist())
         AudioDecoder(str(path), sample_rate=16000, num_channels=1).get_all_samples()
 
-    med, all_ = median_s(once, runs)
-    return {"direct_s": round(med, 4), "runs_s": all_, "note": "full-resolution frames, in-process, no limits"}
+    r = measure({"direct": once}, runs, worker=lambda: os.getpid())["direct"]
+    return {**r, "note": "full-resolution frames, in-process, no limits"}
 
 
 def main() -> int:
@@ -96,39 +114,56 @@ def main() -> int:
         clip, tiny = make_media(Path(tmp))
         base = IngestSettings(timeline_fps=0.0, decode_workers=1)
         warmup(base)
+        pool = get_pool(base.decode_workers, base.worker_memory_mb)
+
+        def worker() -> int:
+            return pool.pids()[0]
+
         for decoder in ("decord", "pyav"):
             s = base.model_copy(update={"video_decoder": decoder})
-            e2e, e2e_runs = median_s(lambda s=s: ingest(clip, None, s), args.runs)
-            direct, direct_runs = median_s(lambda s=s: in_process(clip, "mp4", s), args.runs)
-            st = base.model_copy(update={"video_decoder": decoder, "timeline_fps": 4.0})
-            with_tl, _ = median_s(lambda st=st: ingest(clip, None, st), args.runs)
+            st = s.model_copy(update={"timeline_fps": 4.0})
+            r = measure({
+                "ingest": lambda s=s: ingest(clip, None, s),
+                "in_process": lambda s=s: in_process(clip, "mp4", s),
+                "ingest_timeline_4fps": lambda st=st: ingest(clip, None, st),
+            }, args.runs, worker)
+            e2e, direct = r["ingest"], r["in_process"]
             results["decoders"][decoder] = {
-                "ingest_s": round(e2e, 4), "in_process_s": round(direct, 4),
-                "isolation_overhead_s": round(e2e - direct, 4), "frames_per_s": round(16 / e2e, 1),
-                "ingest_with_timeline_4fps_s": round(with_tl, 4),
-                "ingest_runs_s": e2e_runs, "in_process_runs_s": direct_runs,
+                **r,
+                "isolation_overhead_wall_s": round(e2e["wall_median_s"] - direct["wall_median_s"], 4),
+                "isolation_overhead_cpu_s": round(e2e["cpu_median_s"] - direct["cpu_median_s"], 4),
+                "frames_per_s": round(16 / e2e["wall_median_s"], 1),
             }
         tc = torchcodec_direct(clip, args.runs)
         results["decoders"]["torchcodec"] = tc or {"skipped": "torchcodec is not installed"}
-        tiny_e2e, _ = median_s(lambda: ingest(tiny, None, base), args.runs)
-        tiny_direct, _ = median_s(
-            lambda: process({"video": str(tiny), "video_fmt": "wav", "decoder": "pyav"}, base), args.runs)
-        results["per_call_overhead_s"] = round(tiny_e2e - tiny_direct, 4)
-        results["tiny_wav"] = {"ingest_s": round(tiny_e2e, 4), "in_process_s": round(tiny_direct, 4)}
+        r = measure({
+            "ingest": lambda: ingest(tiny, None, base),
+            "in_process": lambda: process({"video": str(tiny), "video_fmt": "wav", "decoder": "pyav"}, base),
+        }, args.runs, worker)
+        results["tiny_wav"] = r
+        i, d = r["ingest"], r["in_process"]
+        results["per_call_overhead_wall_s"] = round(i["wall_median_s"] - d["wall_median_s"], 4)
+        results["per_call_overhead_cpu_s"] = round(i["cpu_median_s"] - d["cpu_median_s"], 4)
+        results["load_average_1m"] = os.getloadavg()[0]
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{'decoder':<11} {'ingest':>9} {'in-proc':>9} {'isolation':>10} {'f/s':>6} {'+timeline':>10}")
+    print(f"{'decoder':<11} {'ingest wall':>12} {'(min)':>8} {'ingest cpu':>11} {'in-proc wall':>13} "
+          f"{'in-proc cpu':>12} {'+timeline wall':>15}")
     for name, r in results["decoders"].items():
-        if "ingest_s" in r:
-            print(f"{name:<11} {r['ingest_s'] * 1e3:7.1f}ms {r['in_process_s'] * 1e3:7.1f}ms "
-                  f"{r['isolation_overhead_s'] * 1e3:8.1f}ms {r['frames_per_s']:6.1f} "
-                  f"{r['ingest_with_timeline_4fps_s'] * 1e3:8.1f}ms")
-        elif "direct_s" in r:
-            print(f"{name:<11} {'':>9} {r['direct_s'] * 1e3:7.1f}ms  (direct, full resolution)")
+        if "ingest" in r:
+            i, d, t = r["ingest"], r["in_process"], r["ingest_timeline_4fps"]
+            print(f"{name:<11} {i['wall_median_s'] * 1e3:10.1f}ms {i['wall_min_s'] * 1e3:6.1f}ms "
+                  f"{i['cpu_median_s'] * 1e3:9.1f}ms {d['wall_median_s'] * 1e3:11.1f}ms "
+                  f"{d['cpu_median_s'] * 1e3:10.1f}ms "
+                  f"{t['wall_median_s'] * 1e3:13.1f}ms")
+        elif "wall_median_s" in r:
+            print(f"{name:<11} {r['wall_median_s'] * 1e3:10.1f}ms  (direct, full resolution, in-process)")
         else:
             print(f"{name:<11} {r['skipped']}")
-    print(f"per-call overhead (0.5 s wav): {results['per_call_overhead_s'] * 1e3:.1f} ms   -> {args.out}")
+    print(f"per-call overhead (0.5 s wav): wall {results['per_call_overhead_wall_s'] * 1e3:.1f} ms, "
+          f"cpu {results['per_call_overhead_cpu_s'] * 1e3:.1f} ms; load average {results['load_average_1m']:.1f}"
+          f" -> {args.out}")
     return 0
 
 
