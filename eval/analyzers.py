@@ -86,7 +86,21 @@ class HttpAnalyzer:
         self.client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=headers)
         self.model = ""
 
-    async def start(self) -> None:
+    async def start(self, ready_timeout_s: float = 300.0) -> None:
+        # A server that is still loading answers 503 on /readyz; wait for it rather than fail every clip.
+        deadline = asyncio.get_running_loop().time() + ready_timeout_s
+        while True:
+            try:
+                r = await self.client.get("/readyz")
+                if r.status_code != 503:
+                    break
+            except httpx.HTTPError as e:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RemoteError("unreachable", f"cannot reach the server at {self.base_url}: {e}", 503) \
+                        from None
+            if asyncio.get_running_loop().time() > deadline:
+                raise RemoteError("not_ready", f"the server at {self.base_url} did not become ready", 503)
+            await asyncio.sleep(1.0)
         try:
             r = await self.client.get("/v1/models")
         except httpx.HTTPError as e:

@@ -159,6 +159,10 @@ class OfflineExtractor:
             self._protos = {c: self.embedder.encode(PROTOTYPES[c]) for c in CATEGORIES}
         return self._protos
 
+    def warmup(self) -> None:
+        """Load the embedder and the prototypes, so per-clip extraction times exclude model loading."""
+        self._prototypes()
+
     def segment(self, text: str) -> tuple[list[Clause], list[str]]:
         """Clauses with their section, and the quotations found (in order)."""
         quotes: list[str] = []

@@ -106,6 +106,13 @@ def render_markdown(summary: dict[str, Any], details: dict[str, Any], records: l
         lines += ["", f"Coverage: {cov.get('n_scored')}/{cov.get('n_reference')} clips with a reference were "
                       f"scored" + (f"; missing (no answer): {', '.join(cov['missing'])}" if cov.get("missing") else
                                    "") + "."]
+    alt = details.get("emocue360_answer_cues")
+    if alt:
+        lines += ["", "The same references against the answers' structured cues (visual/auditory cues as they are, "
+                      "verbal cues and the label as emotional; not part of summary.json):", "",
+                  "| category | precision | recall | F1 |", "|---|---|---|---|"]
+        lines += [f"| {c} | {_fmt(alt[c]['precision'])} | {_fmt(alt[c]['recall'])} | {_fmt(alt[c]['f1'])} |"
+                  for c in CATEGORIES]
     lines += ["", "The released metric (max matching) does not penalise duplicated or generic cues; "
               "`xemo eval score --matching one-to-one` gives the assignment-based variant.", "",
               f"![EmoCue-360]({PLOTS['prf']})", "", "## Emotion label", "",

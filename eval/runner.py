@@ -119,11 +119,39 @@ class RunOutcome:
     out: Path = field(default_factory=Path)
 
 
+def answer_cues(answer: dict[str, Any]) -> dict[str, list[str]]:
+    """The answer's own structured cues in the EmoCue-360 layout: a second view of the same prediction.
+
+    Visual and auditory cues keep their category; quoted speech becomes "Subtitle text: …" (which the metric
+    drops), other verbal cues and the label are interpretations and count as emotional."""
+    out: dict[str, list[str]] = {c: [] for c in CATEGORIES}
+    for c in answer.get("cues", []):
+        text = str(c.get("text") or "").strip()
+        if not text:
+            continue
+        mod = c.get("modality")
+        if mod in ("visual", "auditory"):
+            out[mod].append(text)
+        elif text.lower().startswith("says"):
+            out["auditory"].append("Subtitle text: " + text.split(":", 1)[-1].strip())
+        else:
+            out["emotional"].append(text)
+    label = ((answer.get("emotion") or {}).get("label") or "").strip()
+    if label:
+        out["emotional"].append(f"The emotion is {label}.")
+    return out
+
+
 def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]], extractor: Extractor,
-                      embedder: Embedder, matching: str = "max", threshold: float = 0.5) -> ScoreReport | None:
-    """Fill each ok record's cues, per-sample scores and timings; return the aggregate EmoCue-360 report."""
+                      embedder: Embedder, matching: str = "max", threshold: float = 0.5,
+                      ) -> tuple[ScoreReport | None, ScoreReport | None]:
+    """Fill each ok record's cues, per-sample scores and timings; return the aggregate EmoCue-360 reports of
+    the cues extracted from the explanations (the paper's protocol) and of the answers' structured cues."""
     preds: dict[str, dict[str, list[str]]] = {}
     refs: dict[str, dict[str, list[str]]] = {}
+    warmup = getattr(extractor, "warmup", None)
+    if callable(warmup):
+        warmup()  # per-clip extraction times exclude loading the embedder
     for row in rows:
         rec = records.get(row.id)
         ref_src = "manifest" if row.reference_cues is not None else \
@@ -154,8 +182,12 @@ def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]
             rec["emocue360"] = one.per_sample.get(row.id)
             rec["cues"]["score_s"] = time.perf_counter() - t1
     if not refs:
-        return None
-    return score(preds, refs, embedder, matching, threshold)  # type: ignore[arg-type]
+        return None, None
+    by_answer = {rid: answer_cues(records[rid]["answer"]) for rid in preds}
+    for rid, cues in by_answer.items():
+        records[rid]["cues"]["answer"] = cues
+    return (score(preds, refs, embedder, matching, threshold),  # type: ignore[arg-type]
+            score(by_answer, refs, embedder, matching, threshold))  # type: ignore[arg-type]
 
 
 def summarise(rows: list[ManifestRow], records: dict[str, dict[str, Any]], rep: ScoreReport | None, model: str,
@@ -224,12 +256,14 @@ def run_benchmark(settings: Settings, manifest: Path, out: Path, server: str | N
     if not isinstance(emb, CachedEmbedder):
         emb = CachedEmbedder(emb)
     ext = extractor if extractor is not None else make_extractor(settings, "offline", emb)
-    rep = extract_and_score(rows, records, ext, emb, matching, threshold)
+    rep, rep_answer = extract_and_score(rows, records, ext, emb, matching, threshold)
     model = analyzer.model or next((r["answer"].get("model") for r in records.values()
                                     if r.get("status") == "ok" and r["answer"].get("model")), "")
     summary, details = summarise(rows, records, rep, model, list(settings.lite.labels))
     details |= {"manifest": str(manifest), "server": server, "concurrency": concurrency,
                 "extractor": ext.name, "matching": matching, "embedder": getattr(emb, "name", "")}
+    details["emocue360_answer_cues"] = (
+        {c: rep_answer.categories[c].to_dict() for c in CATEGORIES} if rep_answer else None)
     if hasattr(ext, "stats"):
         details["extractor_stats"] = ext.stats
     ids = {r.id for r in rows}
