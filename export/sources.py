@@ -1,8 +1,7 @@
-"""The PyTorch front ends to export, built from the configured CLIP / HuBERT dirs and XEmoGPT checkpoint.
+"""The PyTorch front ends to export, built by engines.xemogpt from the configured encoders and checkpoint/bundle.
 
-The modules are engines.xemogpt's own `VideoFrontEnd` / `AudioFrontEnd` with the released bridge and projector
-weights applied by engines.xemogpt.checkpoint, so what is exported is exactly what the torch runtime serves.
-The LLM is not loaded: the token width comes from the projector weights in the checkpoint.
+What is exported is exactly what the torch runtime serves (the same VideoFrontEnd / AudioFrontEnd assembly).
+The LLM is not loaded or merged here: the token width comes from the projector weights.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ class TorchFrontEnds:
 
 
 def weight_sources(settings: Settings) -> dict[str, Path | None]:
+    """The weight files the runtime checks against the manifest (the keys engines.xemogpt's Sources uses)."""
     x = settings.xemogpt
     return {"clip": x.clip, "hubert": x.hubert, "checkpoint": x.checkpoint}
 
@@ -36,26 +36,23 @@ def expected_contract(num_frames: int, image_size: int, dim: int) -> dict[str, i
 
 
 def load_torch_front_ends(settings: Settings) -> TorchFrontEnds:
-    from engines.xemogpt.audio import AudioFrontEnd, load_hubert
-    from engines.xemogpt.checkpoint import apply_checkpoint, read_state_dict
-    from engines.xemogpt.video import VideoFrontEnd, load_clip
+    from engines.xemogpt.checkpoint import read_state_dict
+    from engines.xemogpt.model import build_front_ends, image_size_of, require, split_llm
 
     x = settings.xemogpt
-    missing = [k for k, v in weight_sources(settings).items() if v is None]
-    if missing:
-        raise ModelError(f"export needs xemogpt.{', xemogpt.'.join(missing)} in the settings")
-    assert x.clip is not None and x.hubert is not None and x.checkpoint is not None
-    sd = read_state_dict(x.checkpoint)
-    proj = sd.get("visual_llm_project.weight")
+    if x.bundle is not None:
+        from engines.xemogpt.bundle import from_bundle
+
+        src = from_bundle(x)  # cheap: encoders + bridges, the LLM is only a path
+        video, audio = src.build_modules()
+        return TorchFrontEnds(video.eval(), audio.eval(),
+                              expected_contract(x.num_frames, src.image_size, src.llm_hidden), {})
+    clip_dir, hubert_dir, ckpt = require(x, "clip"), require(x, "hubert"), require(x, "checkpoint", "file")
+    front_sd, _ = split_llm(read_state_dict(ckpt))
+    proj = front_sd.get("visual_llm_project.weight")
     if proj is None:
         raise ModelError("xemogpt.checkpoint has no visual_llm_project.weight: not an XEmoGPT checkpoint")
     dim = int(proj.shape[0])
-    clip, _ = load_clip(x.clip)
-    hubert, _ = load_hubert(x.hubert)
-    video = VideoFrontEnd(clip, dim, num_frames=x.num_frames)
-    audio = AudioFrontEnd(hubert, dim)
-    # The LLM's LoRA weights are merged by the LLM loader, not needed here.
-    apply_checkpoint({k: v for k, v in sd.items() if not k.startswith("llm_model.")}, video, audio, None,
-                     x.lora_r, x.lora_alpha)
-    contract = expected_contract(x.num_frames, int(clip.config.image_size), dim)
-    return TorchFrontEnds(video.eval(), audio.eval(), contract, weight_sources(settings))
+    video, audio = build_front_ends(clip_dir, hubert_dir, dim, x.num_frames, front_sd, x.lora_r, x.lora_alpha)
+    return TorchFrontEnds(video.eval(), audio.eval(), expected_contract(x.num_frames, image_size_of(clip_dir), dim),
+                          {"clip": clip_dir, "hubert": hubert_dir, "checkpoint": ckpt})
