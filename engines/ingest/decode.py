@@ -136,14 +136,19 @@ def _rot90(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
 
-def decode_video_decord(path: str, out_wh: tuple[int, int], cs: IngestSettings
+class DecordDisagrees(Exception):
+    """decord's frame index differs from the packets PyAV counted; its known deadlock starts like this."""
+
+
+def decode_video_decord(path: str, expected_frames: int, out_wh: tuple[int, int], cs: IngestSettings
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """decord: frame times from its index, frames by index, scaled (and rotated) inside FFmpeg."""
     import decord
 
     vr = decord.VideoReader(path, ctx=decord.cpu(0), width=out_wh[0], height=out_wh[1], num_threads=0)
     n = len(vr)
-    _check_frame_count(n, cs)
+    if n != expected_frames:  # an over-reported count is what makes decord's get_batch hang: do not go there
+        raise DecordDisagrees(f"decord indexed {n} frames, the demuxer {expected_frames}")
     raw = np.asarray(vr.get_frame_timestamp(np.arange(n)))[:, 0].astype(np.float64)
     order = np.argsort(raw, kind="stable")
     times = raw[order] - raw[order[0]]
@@ -281,7 +286,7 @@ def _video_part(path: str, fmt: str, cs: IngestSettings, decoder: str, meta: dic
     result = None
     if decoder == "decord":
         try:
-            result = decode_video_decord(path, out_wh, cs)
+            result = decode_video_decord(path, len(times), out_wh, cs)
             meta["decoder"] = "decord"
         except MediaError:
             raise

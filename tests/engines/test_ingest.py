@@ -222,3 +222,15 @@ def test_shared_sample_clip() -> None:
     assert clip.audio is not None and abs(len(clip.audio) - len(ref)) / 16000 <= 0.05
     n = min(len(ref), len(clip.audio))
     assert np.corrcoef(clip.audio[:n], ref[:n])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("container", ["mp4", "webm", "mkv", "avi", "mov"])
+def test_decord_really_reads_ordinary_files(small: dict[str, Path], vfr_clip: Path, container: str) -> None:
+    """PyAV silently taking over would hide a broken decord: on ordinary files decord must do the work."""
+    from engines.ingest.decode import process
+
+    for path in (small[container], vfr_clip):
+        fmt = "mp4" if path.suffix == ".mov" else path.suffix[1:]
+        meta, arrays = process({"video": str(path), "video_fmt": fmt, "decoder": "decord"}, settings())
+        assert meta["decoder"] == "decord", path.name
+        assert arrays["frames"].shape[0] == 16
