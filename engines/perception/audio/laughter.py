@@ -3,7 +3,8 @@
 Speech syllables can be just as rhythmic and deeply modulated, so the tell used here is that consecutive
 bursts share the same spectrum (the same vowel repeated): the correlation of their log-mel spectra stays
 >= 0.9, which never held for two successive syllable pairs of the espeak sentences or the shared sample. The
-whole clip is searched, not only the VAD's speech, because the VAD often calls laughter non-speech.
+whole clip is searched, not only the VAD's speech, because the VAD often calls laughter non-speech; but
+the bursts must be mostly voiced, which keeps knocks and footsteps out.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ MIN_DIP_DB = 8.0
 MIN_SIMILARITY = 0.9
 
 
-def laughter_bursts(x: np.ndarray) -> list[tuple[float, float, int, float]]:
-    """(start s, end s, bursts, mean spectral similarity) of each laughter-like chain."""
+def laughter_bursts(x: np.ndarray, voiced: np.ndarray | None = None) -> list[tuple[float, float, int, float]]:
+    """(start s, end s, bursts, mean spectral similarity) of each laughter-like chain.
+
+    `voiced` (the 20 ms pyin voicing track) keeps only chains whose bursts are mostly voiced: laughter's
+    "ha" is a vowel, while knocks or footsteps repeat just as regularly but have no pitch."""
     import librosa
     from scipy.signal import find_peaks
 
@@ -39,8 +43,14 @@ def laughter_bursts(x: np.ndarray) -> list[tuple[float, float, int, float]]:
     cur: list[int] = [0]
     sims: list[float] = []
 
+    def is_voiced(peak: int) -> bool:
+        if voiced is None:
+            return True
+        k = int(round(peak * 0.01 / 0.02))  # 10 ms level grid -> 20 ms pitch grid, +-40 ms
+        return bool(voiced[max(0, k - 2) : k + 3].any())
+
     def close() -> None:
-        if len(cur) >= MIN_BURSTS:
+        if len(cur) >= MIN_BURSTS and sum(is_voiced(peaks[i]) for i in cur) * 2 >= len(cur):
             a, b = peaks[cur[0]], peaks[cur[-1]]
             chains.append(
                 (

@@ -62,7 +62,7 @@ class AudioPerceiver:
         if self.backend is not None:
             feats.update(self.backend(x, prosody.SR, segments))
         cues = vocal_cues(feats, tr, segments)
-        for s, e, n, sim in laughter_bursts(x):
+        for s, e, n, sim in laughter_bursts(x, tr.voiced):
             cues.append(
                 Cue(
                     "auditory",

@@ -186,6 +186,14 @@ def test_laughter_like_bursts(perceiver, media_dir, results):
     assert all("laughter-like bursts" not in texts(r) for r in results.values())
 
 
+def test_regular_knocks_are_not_laughter(perceiver, speech_wav, media_dir):
+    knocks = media_dir / "knocks.wav"
+    tone = "if(lt(mod(t\\,0.25)\\,0.03)\\,sin(2*PI*900*t)*exp(-mod(t\\,0.25)*80)\\,0)"
+    media.ffmpeg("-f", "lavfi", "-i", f"aevalsrc='{tone}':s=16000:d=2", "-c:a", "pcm_s16le", str(knocks))
+    x = np.concatenate([load(speech_wav)[0], load(knocks)[0]])
+    assert "laughter-like bursts" not in texts(perceiver.perceive(x, 16000))
+
+
 def test_vad_matches_silero_reference_implementation(aroused_wav, calm_wav):
     torch = pytest.importorskip("torch")
     from silero_vad import get_speech_timestamps, load_silero_vad
