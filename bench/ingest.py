@@ -40,9 +40,27 @@ def make_media(d: Path) -> tuple[Path, Path]:
     """A 10 s 1280x720 30 fps h264 clip with 44.1 kHz stereo AAC (default GOP, like a phone export), and a
     0.5 s wav for the fixed per-call overhead."""
     clip, tiny = d / "clip720.mp4", d / "tiny.wav"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=1280x720:rate=30:duration=10",
-           "-f", "lavfi", "-i", "sine=frequency=220:sample_rate=44100:duration=10", "-ac", "2",
-           "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=1280x720:rate=30:duration=10",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=220:sample_rate=44100:duration=10",
+        "-ac",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        str(clip),
+    )
     ffmpeg("-f", "lavfi", "-i", "sine=d=0.5:sample_rate=16000", "-c:a", "pcm_s16le", str(tiny))
     return clip, tiny
 
@@ -69,9 +87,15 @@ def measure(fns: dict[str, Callable[[], Any]], runs: int, worker: Callable[[], i
             fn()
             wall[k].append(time.perf_counter() - t0)
             cpu[k].append(cpu_s() - c0 + (cpu_s(pid) - w0 if worker() == pid else 0.0))
-    return {k: {"wall_median_s": round(statistics.median(wall[k]), 4), "wall_min_s": round(min(wall[k]), 4),
-                "cpu_median_s": round(statistics.median(cpu[k]), 4), "wall_runs_s": [round(x, 4) for x in wall[k]]}
-            for k in fns}
+    return {
+        k: {
+            "wall_median_s": round(statistics.median(wall[k]), 4),
+            "wall_min_s": round(min(wall[k]), 4),
+            "cpu_median_s": round(statistics.median(cpu[k]), 4),
+            "wall_runs_s": [round(x, 4) for x in wall[k]],
+        }
+        for k in fns
+    }
 
 
 def in_process(path: Path, fmt: str, s: IngestSettings) -> dict[str, Any]:
@@ -105,8 +129,9 @@ def main() -> int:
 
     results: dict[str, Any] = {
         "task": "16 uniformly sampled RGB frames (long side 720) + mono 16 kHz audio from a 10 s 1280x720 "
-                "30 fps h264/AAC clip",
-        "runs": args.runs, "statistic": "median seconds",
+        "30 fps h264/AAC clip",
+        "runs": args.runs,
+        "statistic": "median seconds",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "decoders": {},
     }
@@ -122,11 +147,15 @@ def main() -> int:
         for decoder in ("decord", "pyav"):
             s = base.model_copy(update={"video_decoder": decoder})
             st = s.model_copy(update={"timeline_fps": 4.0})
-            r = measure({
-                "ingest": lambda s=s: ingest(clip, None, s),
-                "in_process": lambda s=s: in_process(clip, "mp4", s),
-                "ingest_timeline_4fps": lambda st=st: ingest(clip, None, st),
-            }, args.runs, worker)
+            r = measure(
+                {
+                    "ingest": lambda s=s: ingest(clip, None, s),
+                    "in_process": lambda s=s: in_process(clip, "mp4", s),
+                    "ingest_timeline_4fps": lambda st=st: ingest(clip, None, st),
+                },
+                args.runs,
+                worker,
+            )
             e2e, direct = r["ingest"], r["in_process"]
             results["decoders"][decoder] = {
                 **r,
@@ -136,10 +165,14 @@ def main() -> int:
             }
         tc = torchcodec_direct(clip, args.runs)
         results["decoders"]["torchcodec"] = tc or {"skipped": "torchcodec is not installed"}
-        r = measure({
-            "ingest": lambda: ingest(tiny, None, base),
-            "in_process": lambda: process({"video": str(tiny), "video_fmt": "wav", "decoder": "pyav"}, base),
-        }, args.runs, worker)
+        r = measure(
+            {
+                "ingest": lambda: ingest(tiny, None, base),
+                "in_process": lambda: process({"video": str(tiny), "video_fmt": "wav", "decoder": "pyav"}, base),
+            },
+            args.runs,
+            worker,
+        )
         results["tiny_wav"] = r
         i, d = r["ingest"], r["in_process"]
         results["per_call_overhead_wall_s"] = round(i["wall_median_s"] - d["wall_median_s"], 4)
@@ -148,22 +181,28 @@ def main() -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{'decoder':<11} {'ingest wall':>12} {'(min)':>8} {'ingest cpu':>11} {'in-proc wall':>13} "
-          f"{'in-proc cpu':>12} {'+timeline wall':>15}")
+    print(
+        f"{'decoder':<11} {'ingest wall':>12} {'(min)':>8} {'ingest cpu':>11} {'in-proc wall':>13} "
+        f"{'in-proc cpu':>12} {'+timeline wall':>15}"
+    )
     for name, r in results["decoders"].items():
         if "ingest" in r:
             i, d, t = r["ingest"], r["in_process"], r["ingest_timeline_4fps"]
-            print(f"{name:<11} {i['wall_median_s'] * 1e3:10.1f}ms {i['wall_min_s'] * 1e3:6.1f}ms "
-                  f"{i['cpu_median_s'] * 1e3:9.1f}ms {d['wall_median_s'] * 1e3:11.1f}ms "
-                  f"{d['cpu_median_s'] * 1e3:10.1f}ms "
-                  f"{t['wall_median_s'] * 1e3:13.1f}ms")
+            print(
+                f"{name:<11} {i['wall_median_s'] * 1e3:10.1f}ms {i['wall_min_s'] * 1e3:6.1f}ms "
+                f"{i['cpu_median_s'] * 1e3:9.1f}ms {d['wall_median_s'] * 1e3:11.1f}ms "
+                f"{d['cpu_median_s'] * 1e3:10.1f}ms "
+                f"{t['wall_median_s'] * 1e3:13.1f}ms"
+            )
         elif "wall_median_s" in r:
             print(f"{name:<11} {r['wall_median_s'] * 1e3:10.1f}ms  (direct, full resolution, in-process)")
         else:
             print(f"{name:<11} {r['skipped']}")
-    print(f"per-call overhead (0.5 s wav): wall {results['per_call_overhead_wall_s'] * 1e3:.1f} ms, "
-          f"cpu {results['per_call_overhead_cpu_s'] * 1e3:.1f} ms; load average {results['load_average_1m']:.1f}"
-          f" -> {args.out}")
+    print(
+        f"per-call overhead (0.5 s wav): wall {results['per_call_overhead_wall_s'] * 1e3:.1f} ms, "
+        f"cpu {results['per_call_overhead_cpu_s'] * 1e3:.1f} ms; load average {results['load_average_1m']:.1f}"
+        f" -> {args.out}"
+    )
     return 0
 
 

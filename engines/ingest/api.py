@@ -44,8 +44,10 @@ def _read(data: Media, settings: IngestSettings, what: str) -> bytes:
 
 
 def _too_large(size: int, limit: int, what: str) -> errors.TooLarge:
-    return errors.TooLarge(f"the {what} upload is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB: "
-                           "trim or re-encode it and upload again")
+    return errors.TooLarge(
+        f"the {what} upload is {size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB: "
+        "trim or re-encode it and upload again"
+    )
 
 
 def content_hash(video: bytes | None, audio: bytes | None) -> str:
@@ -77,8 +79,11 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
     # The private directory (mode 0700) is the only place decoders read from: never a client path or URL.
     tmp = Path(tempfile.mkdtemp(prefix="xemo-ingest-"))
     try:
-        job: dict[str, Any] = {"dir": str(tmp), "settings": settings.model_dump(mode="json"),
-                               "decoder": settings.video_decoder}
+        job: dict[str, Any] = {
+            "dir": str(tmp),
+            "settings": settings.model_dump(mode="json"),
+            "decoder": settings.video_decoder,
+        }
         # An audio-only upload in the main slot is decoded as the audio source.
         for key, raw, fmt in (("video", vraw, vfmt), ("audio", araw, afmt)):
             if raw is None:
@@ -103,8 +108,9 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
             raise cls(str(reply.get("message", "the file could not be decoded")))
         # Copy-on-write maps of the worker's files: no read or copy now, pages come from the page cache as used,
         # and they stay valid after the directory is removed; plain ndarray views, writable (privately).
-        arrays = {k: np.asarray(np.load(tmp / name, mmap_mode="c", allow_pickle=False))
-                  for k, name in reply["arrays"].items()}
+        arrays = {
+            k: np.asarray(np.load(tmp / name, mmap_mode="c", allow_pickle=False)) for k, name in reply["arrays"].items()
+        }
         return _clip(reply["meta"], arrays, content_hash(vraw, araw))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

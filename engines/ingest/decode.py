@@ -31,8 +31,10 @@ def open_container(path: str, fmt: str, what: str) -> av.container.InputContaine
     try:
         return av.open(path, mode="r", format=demuxer, container_options=options, metadata_errors="ignore")
     except av.FFmpegError as e:
-        raise CorruptMedia(f"the {what} file could not be opened as {fmt} ({_reason(e)}); "
-                           "it may be truncated or damaged: re-export it and upload again") from None
+        raise CorruptMedia(
+            f"the {what} file could not be opened as {fmt} ({_reason(e)}); "
+            "it may be truncated or damaged: re-export it and upload again"
+        ) from None
 
 
 def _reason(e: Exception) -> str:
@@ -65,11 +67,15 @@ def _check_size(w: int, h: int, cs: IngestSettings) -> None:
     if w <= 0 or h <= 0:
         raise CorruptMedia("the video stream has no picture size; the file is damaged: re-export it")
     if w > cs.max_width or h > cs.max_height:
-        raise TooManyPixels(f"the video is {w}x{h} pixels; the limit is {cs.max_width}x{cs.max_height}: "
-                            "downscale it (e.g. to 1280x720) and upload again")
+        raise TooManyPixels(
+            f"the video is {w}x{h} pixels; the limit is {cs.max_width}x{cs.max_height}: "
+            "downscale it (e.g. to 1280x720) and upload again"
+        )
     if w * h > cs.max_pixels:
-        raise TooManyPixels(f"the video has {w * h / 1e6:.1f} MP per frame; the limit is "
-                            f"{cs.max_pixels / 1e6:.1f} MP: downscale it (e.g. to 1280x720) and upload again")
+        raise TooManyPixels(
+            f"the video has {w * h / 1e6:.1f} MP per frame; the limit is "
+            f"{cs.max_pixels / 1e6:.1f} MP: downscale it (e.g. to 1280x720) and upload again"
+        )
 
 
 def _check_duration(seconds: float | None, limit: float, what: str) -> None:
@@ -80,12 +86,13 @@ def _check_duration(seconds: float | None, limit: float, what: str) -> None:
 def _check_frame_count(frames: int, cs: IngestSettings) -> None:
     limit = int(cs.max_duration_s * cs.max_fps)
     if frames > limit:
-        raise TooLong(f"the video has {frames} frames; the limit is {limit} ({cs.max_duration_s:g} s at "
-                      f"{cs.max_fps:g} fps): trim it or lower its frame rate")
+        raise TooLong(
+            f"the video has {frames} frames; the limit is {limit} ({cs.max_duration_s:g} s at "
+            f"{cs.max_fps:g} fps): trim it or lower its frame rate"
+        )
 
 
-def scan_video_times(c: av.container.InputContainer, s: av.VideoStream, cs: IngestSettings
-                     ) -> tuple[np.ndarray, int]:
+def scan_video_times(c: av.container.InputContainer, s: av.VideoStream, cs: IngestSettings) -> tuple[np.ndarray, int]:
     """One demux pass: presentation times (s, from the first frame) of every video packet, and the display
     rotation (degrees counter-clockwise) from the first decoded picture, which also proves the stream decodes.
     Only that first picture is decoded; the frame-count limit is enforced while scanning."""
@@ -140,8 +147,9 @@ class DecordDisagrees(Exception):
     """decord's frame index differs from the packets PyAV counted; its known deadlock starts like this."""
 
 
-def decode_video_decord(path: str, expected_frames: int, out_wh: tuple[int, int], cs: IngestSettings
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def decode_video_decord(
+    path: str, expected_frames: int, out_wh: tuple[int, int], cs: IngestSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """decord: frame times from its index, frames by index, scaled (and rotated) inside FFmpeg."""
     import decord
 
@@ -162,8 +170,9 @@ def decode_video_decord(path: str, expected_frames: int, out_wh: tuple[int, int]
     return frames, times[sampled], tl, times[timeline] if len(timeline) else times[:0]
 
 
-def decode_video_pyav(path: str, fmt: str, times: np.ndarray, rotation: int, out_wh: tuple[int, int],
-                      cs: IngestSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def decode_video_pyav(
+    path: str, fmt: str, times: np.ndarray, rotation: int, out_wh: tuple[int, int], cs: IngestSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """PyAV: one sequential pass (faster than seeking for sparse frames in long GOPs), stopping after the last
     wanted frame; only wanted frames are scaled and converted to RGB."""
     sampled, timeline = _select(times, cs)
@@ -220,14 +229,19 @@ def decode_audio(path: str, fmt: str, cs: IngestSettings, what: str) -> tuple[np
                 chunks.append(out.to_ndarray().reshape(-1))
         except av.FFmpegError as e:
             if not chunks:
-                raise CorruptMedia(f"the audio of the {what} file could not be decoded ({_reason(e)}); "
-                                   "re-export it and upload again") from None
+                raise CorruptMedia(
+                    f"the audio of the {what} file could not be decoded ({_reason(e)}); re-export it and upload again"
+                ) from None
             # keep what decoded before a damaged tail
         audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
         if audio.size == 0:
             return None
-        info = AudioInfo(sample_rate=sr, channels=int(s.codec_context.channels or 1),
-                         seconds=round(audio.size / sr, 4), codec=s.codec_context.name)
+        info = AudioInfo(
+            sample_rate=sr,
+            channels=int(s.codec_context.channels or 1),
+            seconds=round(audio.size / sr, 4),
+            codec=s.codec_context.name,
+        )
         return audio, info
 
 
@@ -235,8 +249,14 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
     """Everything ingest needs from one upload: metadata (JSON-able) and arrays (frames, timeline, audio)."""
     video, vfmt = job.get("video"), job.get("video_fmt")
     audio_path, afmt = job.get("audio"), job.get("audio_fmt")
-    meta: dict[str, Any] = {"container": vfmt or afmt, "video": None, "audio": None,
-                            "frame_times": [], "timeline_times": [], "decoder": None}
+    meta: dict[str, Any] = {
+        "container": vfmt or afmt,
+        "video": None,
+        "audio": None,
+        "frame_times": [],
+        "timeline_times": [],
+        "decoder": None,
+    }
     arrays: Arrays = {}
     own_audio = False
     duration: float | None = None
@@ -244,11 +264,13 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
         try:
             duration, own_audio = _video_part(video, vfmt, cs, job.get("decoder", cs.video_decoder), meta, arrays)
         except av.FFmpegError as e:
-            raise CorruptMedia(f"the video could not be decoded ({_reason(e)}); the file may be damaged: "
-                               "re-export it and upload again") from None
+            raise CorruptMedia(
+                f"the video could not be decoded ({_reason(e)}); the file may be damaged: re-export it and upload again"
+            ) from None
         if meta["video"] is None and not own_audio and audio_path is None:
-            raise NoStreams("the file has neither a video nor an audio track (or they are damaged); "
-                            "upload a clip with at least one")
+            raise NoStreams(
+                "the file has neither a video nor an audio track (or they are damaged); upload a clip with at least one"
+            )
     src = (audio_path, afmt, "audio") if audio_path is not None else (video, vfmt, "video") if own_audio else None
     if src is not None:
         got = decode_audio(src[0], src[1], cs, src[2])
@@ -265,8 +287,9 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
     return meta, arrays
 
 
-def _video_part(path: str, fmt: str, cs: IngestSettings, decoder: str, meta: dict[str, Any],
-                arrays: Arrays) -> tuple[float | None, bool]:
+def _video_part(
+    path: str, fmt: str, cs: IngestSettings, decoder: str, meta: dict[str, Any], arrays: Arrays
+) -> tuple[float | None, bool]:
     """Probe the main upload, check its limits, decode its frames. Returns (duration, has an audio track)."""
     with open_container(path, fmt, "video") as c:
         vs = _video_stream(c, fmt)
@@ -305,6 +328,7 @@ def _video_part(path: str, fmt: str, cs: IngestSettings, decoder: str, meta: dic
     if fps <= 0 and len(times) > 1:
         fps = (len(times) - 1) / float(times[-1] - times[0])
     duration = float(times[-1] - times[0]) + (1.0 / fps if fps > 0 else 0.0)
-    meta["video"] = asdict(VideoInfo(width=dw, height=dh, fps=round(fps, 3), frames=len(times), codec=codec,
-                                     rotation=(rotation % 360)))
+    meta["video"] = asdict(
+        VideoInfo(width=dw, height=dh, fps=round(fps, 3), frames=len(times), codec=codec, rotation=(rotation % 360))
+    )
     return duration, has_audio

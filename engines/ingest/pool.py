@@ -81,8 +81,14 @@ class DecoderWorker:
         argv = [sys.executable, "-m", "engines.ingest.worker", str(job_r), str(rep_w), str(self.memory_mb)]
         try:
             self.proc = _spawner.popen(
-                argv, pass_fds=(job_r, rep_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, env=env, close_fds=True, start_new_session=True,
+                argv,
+                pass_fds=(job_r, rep_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                close_fds=True,
+                start_new_session=True,
             )
         finally:
             os.close(job_r)
@@ -156,12 +162,15 @@ class DecoderWorker:
         line = self._readline(time.monotonic() + timeout_s)
         if line is None:
             self.respawn()
-            raise DecodeTimeout(f"decoding took longer than {timeout_s:g} s and was stopped; the file may be "
-                                "damaged or too complex: re-encode it (e.g. H.264, 720p) and upload again")
+            raise DecodeTimeout(
+                f"decoding took longer than {timeout_s:g} s and was stopped; the file may be "
+                "damaged or too complex: re-encode it (e.g. H.264, 720p) and upload again"
+            )
         if line == b"":
             self.respawn()
-            raise WorkerCrashed("the decoder crashed on this file; it is probably damaged or malformed: "
-                                "re-export it and upload again")
+            raise WorkerCrashed(
+                "the decoder crashed on this file; it is probably damaged or malformed: re-export it and upload again"
+            )
         return json.loads(line)
 
 

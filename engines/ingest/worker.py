@@ -53,11 +53,17 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
     except errors.MediaError as e:
         return {"ok": False, "type": type(e).__name__, "message": e.message}
     except MemoryError:
-        return {"ok": False, "type": "TooLarge",
-                "message": "decoding this file needs more memory than allowed; upload a shorter or smaller clip"}
+        return {
+            "ok": False,
+            "type": "TooLarge",
+            "message": "decoding this file needs more memory than allowed; upload a shorter or smaller clip",
+        }
     except Exception as e:  # any other decoder failure means the file is not something we can read
-        return {"ok": False, "type": "CorruptMedia",
-                "message": f"the file could not be decoded ({type(e).__name__}); it may be damaged: re-export it"}
+        return {
+            "ok": False,
+            "type": "CorruptMedia",
+            "message": f"the file could not be decoded ({type(e).__name__}); it may be damaged: re-export it",
+        }
 
 
 def main(argv: list[str]) -> int:

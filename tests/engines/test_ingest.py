@@ -34,16 +34,28 @@ def small(media_dir: Path, speech_wav: Path) -> dict[str, Path]:
     variants = {
         "mp4": ("clip.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"]),
         "webm": ("clip.webm", ["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "300k", "-c:a", "libopus"]),
-        "mkv": ("clip.mkv", ["-c:v", "libx265", "-x265-params", "log-level=none", "-pix_fmt", "yuv420p",
-                             "-c:a", "libvorbis"]),
+        "mkv": (
+            "clip.mkv",
+            ["-c:v", "libx265", "-x265-params", "log-level=none", "-pix_fmt", "yuv420p", "-c:a", "libvorbis"],
+        ),
         "avi": ("clip.avi", ["-c:v", "mjpeg", "-q:v", "5", "-c:a", "pcm_s16le"]),
         "mov": ("clip.mov", ["-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac"]),
     }
     out = {}
     for name, (fname, codec) in variants.items():
         out[name] = d / fname
-        media.ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=2", "-i", str(speech_wav),
-                     "-t", "2", *codec, str(out[name]))
+        media.ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25:duration=2",
+            "-i",
+            str(speech_wav),
+            "-t",
+            "2",
+            *codec,
+            str(out[name]),
+        )
     return out
 
 
@@ -101,8 +113,9 @@ def test_video_only_clip(video_only_mp4: Path) -> None:
     assert clip.probe_dict()["audio"] is None
 
 
-def test_separate_audio_replaces_the_clips_own_track(testsrc_mp4: Path, silence_wav: Path,
-                                                     video_only_mp4: Path, speech_wav: Path) -> None:
+def test_separate_audio_replaces_the_clips_own_track(
+    testsrc_mp4: Path, silence_wav: Path, video_only_mp4: Path, speech_wav: Path
+) -> None:
     own = ingest(testsrc_mp4, None, settings())
     assert own.audio is not None and np.abs(own.audio).max() > 0.05
     replaced = ingest(testsrc_mp4, silence_wav, settings())
@@ -149,15 +162,33 @@ def test_frames_are_downscaled_while_decoding_and_decoders_agree(hd_clip: Path) 
 
 def _ffmpeg_first_frame(path: Path, w: int, h: int) -> np.ndarray:
     """The first frame as FFmpeg itself shows it (autorotate on), as a reference."""
-    raw = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-frames:v", "1",
-                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape(h, w, 3)
 
 
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("rotate", [90, 180, 270])
-def test_rotated_metadata_gives_upright_frames(media_dir: Path, video_only_mp4: Path, rotate: int,
-                                               decoder: str) -> None:
+def test_rotated_metadata_gives_upright_frames(
+    media_dir: Path, video_only_mp4: Path, rotate: int, decoder: str
+) -> None:
     rotated = media_dir / f"rotated_{rotate}.mp4"
     if not rotated.exists():
         media.ffmpeg("-i", str(video_only_mp4), "-c", "copy", "-metadata:s:v:0", f"rotate={rotate}", str(rotated))
@@ -176,9 +207,21 @@ def test_rotated_metadata_gives_upright_frames(media_dir: Path, video_only_mp4: 
 def vfr_clip(media_dir: Path) -> Path:
     """First 2 s at 5 fps, last 2 s at 50 fps (timestamps kept: variable frame rate)."""
     out = media_dir / "vfr.mp4"
-    media.ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=50:duration=4",
-                 "-vf", "select='if(lt(t,2),not(mod(n,10)),1)'", "-vsync", "vfr",
-                 "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out))
+    media.ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=50:duration=4",
+        "-vf",
+        "select='if(lt(t,2),not(mod(n,10)),1)'",
+        "-vsync",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(out),
+    )
     return out
 
 

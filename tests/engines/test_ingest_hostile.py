@@ -40,8 +40,23 @@ def settings(**kw: object) -> IngestSettings:
 def base_mp4(media_dir: Path) -> bytes:
     """A valid 3 s clip (h264 + aac) whose moov atom sits at the end, as FFmpeg writes it by default."""
     out = media_dir / "hostile_base.mp4"
-    media.ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3", "-f", "lavfi", "-i", "sine=d=3",
-                 "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(out))
+    media.ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25:duration=3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=3",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        str(out),
+    )
     return out.read_bytes()
 
 
@@ -126,9 +141,23 @@ def test_huge_dimension_frame(media_dir: Path) -> None:
 def long_clip(media_dir: Path) -> Path:
     """70 s at 1 fps and 64x64 with a 70 s audio track: longer than the 60 s default limit, yet tiny."""
     out = media_dir / "long.mkv"
-    media.ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=1:duration=70", "-f", "lavfi", "-i",
-                 "sine=d=70:sample_rate=8000", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "libopus",
-                 str(out))
+    media.ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x64:rate=1:duration=70",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=d=70:sample_rate=8000",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "libopus",
+        str(out),
+    )
     return out
 
 
@@ -146,8 +175,17 @@ def test_audio_longer_than_the_limit(speech_wav: Path, video_only_mp4: Path) -> 
 
 def test_too_many_frames(media_dir: Path) -> None:
     fast = media_dir / "fast.mkv"
-    media.ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x32:rate=500:duration=1", "-c:v", "libx264",
-                 "-pix_fmt", "yuv420p", str(fast))
+    media.ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=32x32:rate=500:duration=1",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(fast),
+    )
     with pytest.raises(TooLong, match="frames"):
         ingest(fast, None, settings(max_duration_s=2.0, max_fps=100.0))
 
@@ -235,8 +273,7 @@ def test_worker_killed_while_idle_is_replaced_transparently(testsrc_mp4: Path) -
 
 
 def test_decoder_memory_is_capped(media_dir: Path) -> None:
-    hd = media.testsrc_clip(media_dir / "hostile_hd.mp4", seconds=2.0, size="1280x720",
-                            extra=["-preset", "ultrafast"])
+    hd = media.testsrc_clip(media_dir / "hostile_hd.mp4", seconds=2.0, size="1280x720", extra=["-preset", "ultrafast"])
     # A cap just above the worker's import footprint: decoding 720p cannot fit, and must fail cleanly.
     with pytest.raises((TooLarge, CorruptMedia)):
         ingest(hd, None, settings(decode_workers=1, worker_memory_mb=400, video_decoder="pyav"))
