@@ -28,9 +28,11 @@ class VideoInfo:
 @dataclass
 class AudioInfo:
     sample_rate: int  # of the decoded audio we keep (16 kHz)
-    channels: int  # of the source stream
+    channels: int  # of the decoded audio we keep (1: mono)
     seconds: float
     codec: str = ""
+    source_sample_rate: int = 0  # of the uploaded stream
+    source_channels: int = 0
 
 
 @dataclass

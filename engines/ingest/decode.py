@@ -238,9 +238,11 @@ def decode_audio(path: str, fmt: str, cs: IngestSettings, what: str) -> tuple[np
             return None
         info = AudioInfo(
             sample_rate=sr,
-            channels=int(s.codec_context.channels or 1),
+            channels=1,
             seconds=round(audio.size / sr, 4),
             codec=s.codec_context.name,
+            source_sample_rate=int(s.codec_context.sample_rate or 0),
+            source_channels=int(s.codec_context.channels or 0),
         )
         return audio, info
 

@@ -26,13 +26,14 @@ def test_probe_json(testsrc_mp4: Path) -> None:
     assert d["container"] == "mp4" and d["duration_s"] == pytest.approx(4.0, abs=0.05)
     assert d["video"] == {"width": 320, "height": 240, "fps": 25.0, "frames": 100, "codec": "h264", "rotation": 0}
     assert d["audio"]["sample_rate"] == 16000 and d["audio"]["channels"] == 1
+    assert d["audio"]["source_channels"] == 1 and d["audio"]["source_sample_rate"] == 16000
     assert len(d["frame_times"]) == 16 and d["frame_times"][0] == 0.0
 
 
 def test_probe_readable_with_separate_audio(video_only_mp4: Path, speech_wav: Path) -> None:
     code, out, _ = probe(str(video_only_mp4), "--audio", str(speech_wav))
     assert code == 0
-    assert "320x240 h264" in out and "pcm_s16le 1 ch -> mono 16000 Hz" in out and "frames      16 at" in out
+    assert "320x240 h264" in out and "pcm_s16le 1 ch 16000 Hz -> mono 16000 Hz" in out and "frames      16 at" in out
 
 
 def test_probe_audio_only_has_no_video(speech_wav: Path) -> None:
@@ -52,5 +53,6 @@ def test_probe_bad_media_is_one_line_and_exit_1(tmp_path: Path) -> None:
 @pytest.mark.skipif(not SAMPLE.exists(), reason="../shared/samples is not present")
 def test_probe_shared_sample() -> None:
     d = json.loads(probe(str(SAMPLE), "--json")[1])
-    assert len(d["frame_times"]) == 16 and d["audio"]["sample_rate"] == 16000
+    assert len(d["frame_times"]) == 16 and d["audio"]["sample_rate"] == 16000 and d["audio"]["channels"] == 1
+    assert d["audio"]["source_channels"] == 2  # the clip's own stereo AAC track, downmixed
     assert d["duration_s"] == pytest.approx(4.64, abs=0.02)

@@ -38,7 +38,8 @@ def _readable(d: dict[str, Any], sha: str) -> str:
         lines.append("video       none")
     a = d["audio"]
     if a:
-        lines.append(f"audio       {a['codec']} {a['channels']} ch -> mono {a['sample_rate']} Hz, {a['seconds']:.3f} s")
+        src = f"{a['codec']} {a['source_channels']} ch {a['source_sample_rate']} Hz"
+        lines.append(f"audio       {src} -> mono {a['sample_rate']} Hz, {a['seconds']:.3f} s")
     else:
         lines.append("audio       none")
     times = ", ".join(f"{t:.2f}" for t in d["frame_times"])
