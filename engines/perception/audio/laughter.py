@@ -3,8 +3,8 @@
 Speech syllables can be just as rhythmic and deeply modulated, so the tell used here is that consecutive
 bursts share the same spectrum (the same vowel repeated): the correlation of their log-mel spectra stays
 >= 0.9, which never held for two successive syllable pairs of the espeak sentences or the shared sample. The
-whole clip is searched, not only the VAD's speech, because the VAD often calls laughter non-speech; but
-the bursts must be mostly voiced, which keeps knocks and footsteps out.
+bursts must also be mostly voiced (pyin), which keeps regular knocks and footsteps out; since pyin only runs
+on the VAD's speech, laughter the VAD calls non-speech is missed (precision over recall).
 """
 
 from __future__ import annotations
