@@ -54,6 +54,8 @@ class EventStreamResponse(Response):
         super().__init__(
             content=None, status_code=200, headers={**SSE_HEADERS, **(headers or {})}, media_type=self.media_type
         )
+        # a stream has no length: drop the content-length: 0 that Response adds for an empty body
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.events = events
 
     async def __call__(self, scope: dict, receive: Receive, send: Callable[[dict], Awaitable[None]]) -> None:
