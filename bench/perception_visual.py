@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -61,7 +62,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
-    results: dict = {"machine": platform.processor() or platform.machine(), "runs": args.runs, "clips": {}}
+    results: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                     "load_avg_1m_before": round(os.getloadavg()[0], 2), "runs": args.runs, "clips": {}}
     with tempfile.TemporaryDirectory() as d:
         cache = Path(d) / "cache"
         t = time.perf_counter()
@@ -95,6 +97,8 @@ def main() -> None:
                 }
             results["clips"][name] = row
         p.close()
+    # other jobs on a shared machine inflate every number: record how busy it was
+    results["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     out = ROOT / "bench" / "results" / "perception_visual.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
