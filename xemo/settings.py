@@ -57,7 +57,9 @@ class LiteSettings(BaseModel):
     llm_backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
     n_ctx: int = 8192  # shared by all concurrent sequences
     n_threads: int = 2
-    label_calibration: bool = True  # subtract the model's no-cue label prior (contextual calibration)
+    # Subtract the model's content-free label prior (contextual calibration). Off: on the test clips and the
+    # shared sample it moved SmolLM2-135M away from the label the cues support (smile -> worried).
+    label_calibration: bool = False
     labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS))
     use_fer: bool = True
     use_timeline: bool = True

@@ -1,9 +1,9 @@
 """Grounding check: no explanation sentence may talk about a modality for which nothing was perceived.
 
 The lexicons name words that only make sense if that modality was observed ("smile" needs a face, "pitch" needs a
-voice, "says" needs a transcript). `ungrounded()` flags each sentence that uses a word of a modality without cues;
-`SentenceGate` applies the check while an explanation streams, releasing text one checked sentence at a time so an
-ungrounded sentence never reaches a client.
+voice, "says" needs a transcript), and quoted words must come from the transcript. `ungrounded()` flags each sentence
+that breaks either rule; `SentenceGate` applies the check while an explanation streams, releasing text one checked
+sentence at a time so an ungrounded sentence never reaches a client.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ ABSENCE: dict[Modality, str] = {
     "verbal": "No transcript was given.",
 }
 
+NO_CUES = "No cues were perceived, so the label is only the model's prior guess."
+
 _WORD = re.compile(r"[a-z]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -59,16 +61,28 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
-def ungrounded(explanation: str, perceived: Iterable[Modality]) -> list[Flag]:
-    """Sentences that mention a modality not in `perceived` (the modalities that produced cues)."""
+_QUOTE = re.compile(r'"([^"]+)"')
+
+
+def _norm(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def ungrounded(explanation: str, perceived: Iterable[Modality], transcript: str | None = None) -> list[Flag]:
+    """Sentences that mention a modality not in `perceived` (the modalities that produced cues), or quote words
+    that are not in the transcript."""
     have = set(perceived)
+    said = _norm(transcript or "")
     flags = []
     for s in split_sentences(explanation):
-        if s in ABSENCE.values():
+        if s in ABSENCE.values() or s == NO_CUES:
             continue
         for m, words in modality_words(s).items():
             if m not in have:
                 flags.append(Flag(s, m, words))
+        for q in _QUOTE.findall(s):
+            if _norm(q) and _norm(q) not in said:
+                flags.append(Flag(s, "verbal", [q]))
     return flags
 
 
@@ -81,6 +95,7 @@ class SentenceGate:
     """
 
     perceived: set[Modality]
+    transcript: str | None = None
     buffer: str = ""
     closed: bool = False
     dropped: list[Flag] = field(default_factory=list)
@@ -105,7 +120,7 @@ class SentenceGate:
     def _release(self, sentences: list[str], trailing: str) -> str:
         out = []
         for s in sentences:
-            flags = ungrounded(s, self.perceived)
+            flags = ungrounded(s, self.perceived, self.transcript)
             if flags:
                 self.dropped.extend(flags)
                 self.closed = True

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engines.lite import prompt
-from engines.lite.grounding import ABSENCE, SentenceGate
+from engines.lite.grounding import ABSENCE, NO_CUES, SentenceGate
 from engines.llm.base import LLMBackend, SamplingParams
 from engines.pipeline import Pipeline, Stage, StageRunner
 from engines.types import (
@@ -82,7 +82,7 @@ class LitePipeline(Pipeline):
         self.lite = settings.lite
         self.llm: LLMBackend | None = None
         self.model = "lite (not loaded)"
-        self._priors: dict[tuple[str, ...], dict[str, float]] = {}
+        self._priors: dict[tuple, dict[str, float]] = {}
 
     def load(self) -> None:
         from engines.llm import load_backend, smollm2_gguf_path
@@ -96,21 +96,31 @@ class LitePipeline(Pipeline):
 
     def warmup(self) -> None:
         super().warmup()
-        asyncio.run(self._prior(tuple(self.lite.labels)))
+        from engines.perception.verbal import warm_up
+
+        warm_up()
+        if not self.lite.label_calibration:
+            return
+
+        async def priors() -> None:  # the common modality combinations, so no request pays for them
+            for present in (("visual", "auditory"), ("visual",), ("auditory",), ("visual", "auditory", "verbal")):
+                await self._prior(tuple(self.lite.labels), present)
+
+        asyncio.run(priors())
 
     def close(self) -> None:
         if self.llm is not None:
             self.llm.close()
 
-    async def _prior(self, labels: tuple[str, ...]) -> dict[str, float]:
-        """Label log-likelihoods with no cues at all (contextual calibration, Zhao et al. 2021): a 135M model
-        prefers some label words regardless of the input; subtracting this prior removes that preference."""
-        if labels not in self._priors:
+    async def _prior(self, labels: tuple[str, ...], present: tuple[Modality, ...]) -> dict[str, float]:
+        """Label log-likelihoods for the same prompt with content-free cues (contextual calibration, Zhao et al.
+        2021): a 135M model prefers some label words whatever the input; subtracting this prior removes that."""
+        key = (labels, present)
+        if key not in self._priors:
             assert self.llm is not None
-            parts = prompt.build([], {}, list(labels))
-            self._priors[labels] = await self.llm.score_choices([parts.label_prompt],
-                                                                [" " + lb for lb in labels])
-        return self._priors[labels]
+            parts = prompt.content_free(present, list(labels))
+            self._priors[key] = await self.llm.score_choices([parts.label_prompt], [" " + lb for lb in labels])
+        return self._priors[key]
 
     async def stream(self, request: AnalyzeRequest, run: StageRunner | None = None) -> AsyncIterator[Event]:
         if self.llm is None:
@@ -140,26 +150,18 @@ class LitePipeline(Pipeline):
         verbal = verbal_cues(request.transcript)
         timings["verbal"] = time.perf_counter() - t
 
-        cues: list[Cue] = [*(vis.cues if vis else []), *(aud.cues if aud else []), *verbal.cues]
-        perceived: dict[Modality, bool] = {m: any(c.modality == m for c in cues)
-                                           for m in ("visual", "auditory", "verbal")}
-        extra: dict[Modality, str] = {}
-        if vis is not None and vis.face_found and vis.expression:
-            top, p = max(vis.expression.items(), key=lambda kv: kv[1])
-            if p >= 0.4:
-                extra["visual"] = f"the expression looks {_FER_WORDS.get(top, top)}"
-                perceived["visual"] = True
+        cues: list[Cue] = [*(vis.cues if vis else []), *_expression_cue(vis, times), *(aud.cues if aud else []),
+                           *verbal.cues]
 
-        # Label: the model's own log-likelihood of each label after the cues, calibrated by its no-cue prior.
-        parts = prompt.build(cues, perceived, labels, extra)
+        # Label: the model's own log-likelihood of each label after the cues, calibrated by its content-free prior.
+        parts = prompt.build(cues, labels)
         t = time.perf_counter()
         raw = await self.llm.score_choices([parts.label_prompt], [" " + lb for lb in labels])
-        if self.lite.label_calibration:
-            prior = await self._prior(tuple(labels))
-            raw = {lb: raw[" " + lb] - prior[" " + lb] for lb in labels}
-        else:
-            raw = {lb: raw[" " + lb] for lb in labels}
-        scores = _softmax(raw)
+        logits = {lb: raw[" " + lb] for lb in labels}
+        if self.lite.label_calibration and parts.modalities:
+            prior = await self._prior(tuple(labels), parts.modalities)
+            logits = {lb: logits[lb] - prior[" " + lb] for lb in labels}
+        scores = _softmax(logits)
         label = max(scores, key=scores.__getitem__)
         timings["label"] = time.perf_counter() - t
         timings["time_to_label_s"] = time.perf_counter() - request.received_at
@@ -169,40 +171,43 @@ class LitePipeline(Pipeline):
 
         # Explanation: absence facts first (ours, not the model's), then the model's grounded sentences.
         pieces: list[str] = []
-        for m in ("visual", "auditory"):
-            absent = (m == "visual" and (vis is None or not vis.face_found)) or (
-                m == "auditory" and (aud is None or not aud.speech_found))
-            if absent:
-                pieces.append(ABSENCE[m] + " ")
-                yield TokenEvent(ABSENCE[m] + " ")
-        gate = SentenceGate({m for m, ok in perceived.items() if ok})
+        if vis is None or not vis.face_found:
+            pieces.append(ABSENCE["visual"] + " ")
+        if aud is None or not aud.speech_found:
+            pieces.append(ABSENCE["auditory"] + " ")
+        if not parts.modalities:
+            pieces.append(NO_CUES + " ")
+        for piece in pieces:
+            yield TokenEvent(piece)
+        gate = SentenceGate(set(parts.modalities), request.transcript)
         generated = 0
         t = time.perf_counter()
         first_token_at: float | None = None
-        params = SamplingParams(
-            max_tokens=request.max_tokens or self.settings.generation.max_tokens,
-            temperature=self.settings.generation.temperature if request.temperature is None
-            else request.temperature,
-            top_p=self.settings.generation.top_p, seed=self.settings.generation.seed,
-            stop=["\n", "Cues:", "Emotion:"],
-        )
-        text = gate.feed(parts.opener)
-        gen = self.llm.generate([parts.label_prompt + " " + label + parts.explanation_prefix], params)
-        async with contextlib.aclosing(gen):
-            async for tok in gen:
-                generated += 1
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                text = gate.feed(tok.text)
-                if text:
-                    pieces.append(text)
-                    yield TokenEvent(text)
-                if gate.closed:
-                    break
-        text = gate.flush()
-        if text:
-            pieces.append(text)
-            yield TokenEvent(text)
+        if parts.modalities:
+            params = SamplingParams(
+                max_tokens=request.max_tokens or self.settings.generation.max_tokens,
+                temperature=self.settings.generation.temperature if request.temperature is None
+                else request.temperature,
+                top_p=self.settings.generation.top_p, seed=self.settings.generation.seed,
+                stop=["\n", "Cues:", "Emotion:"],
+            )
+            gate.feed(parts.opener)
+            gen = self.llm.generate([parts.label_prompt + " " + label + parts.explanation_prefix], params)
+            async with contextlib.aclosing(gen):
+                async for tok in gen:
+                    generated += 1
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    text = gate.feed(tok.text)
+                    if text:
+                        pieces.append(text)
+                        yield TokenEvent(text)
+                    if gate.closed:
+                        break
+            text = gate.flush()
+            if text:
+                pieces.append(text)
+                yield TokenEvent(text)
         timings["decode"] = time.perf_counter() - t
         if first_token_at is not None:
             timings["prefill"] = first_token_at - t
@@ -219,6 +224,18 @@ class LitePipeline(Pipeline):
                    "dropped_sentences": len(gate.dropped)},
         )
         yield DoneEvent(answer)
+
+
+def _expression_cue(vis: Any, times: list[float]) -> list[Cue]:
+    """The expression classifier's clip-level reading, when it is confident, as one more visual cue."""
+    if vis is None or not vis.face_found or not vis.expression:
+        return []
+    top, p = max(vis.expression.items(), key=lambda kv: kv[1])
+    if p < 0.4:
+        return []
+    return [Cue("visual", f"the facial expression looks {_FER_WORDS.get(top, top)}", times[0] if times else None,
+                times[-1] if times else None, round(float(p), 3),
+                {"classifier": "FER2013 mini-Xception", "probabilities": vis.expression})]
 
 
 async def _none() -> None:

@@ -2,8 +2,10 @@
 
 SmolLM2-135M follows a completion pattern far better than chat instructions (offline-components.md §1.3), so
 the prompt shows worked analyses in the EMER style ("In the video, ... In the audio, ...") and ends where the
-model must continue: after "Emotion:" to choose the label, after "Explanation:" to explain it. The worked
-examples include missing modalities, so the model sees that a missing modality is simply not mentioned.
+model must continue: after "Emotion:" to choose the label, after "Explanation:" to explain it.
+
+A small model copies its examples, so the examples are rendered with the same modalities present as the clip
+being analysed: an example never talks about a modality the clip lacks, and the model is not shown one to copy.
 """
 
 from __future__ import annotations
@@ -13,32 +15,49 @@ from dataclasses import dataclass
 from engines.types import Cue, Modality
 
 MAX_CUES_PER_MODALITY = 5
+MODALITIES: tuple[Modality, ...] = ("visual", "auditory", "verbal")
 
 HEADER = (
     "Below are short analyses of a person in a video clip. Each lists the cues that were observed, names the "
-    "person's emotion, and explains it using only those cues.\n\n"
+    "person's emotion, and explains it using only those cues.\n"
 )
 
+
+@dataclass(frozen=True)
+class Example:
+    label: str
+    cues: dict[Modality, str]  # the cue line per modality
+    sentences: dict[Modality, str]  # the explanation sentence per modality
+
+
 EXAMPLES = (
-    "Cues:\n"
-    "- face: the corners of the mouth turn up; the cheeks rise; the eyes narrow slightly\n"
-    "- voice: the pitch is high and varied; speaks quickly\n"
-    "Emotion: happy\n"
-    "Explanation: In the video, the corners of the mouth turn up and the cheeks rise, a clear smile. In the audio, "
-    "the pitch is high and lively. These cues suggest the person is happy.\n\n"
-    "Cues:\n"
-    "- face: brows drawn together; lips pressed together\n"
-    "- voice: none (no speech heard)\n"
-    "Emotion: angry\n"
-    "Explanation: In the video, the brows are drawn together and the lips are pressed, a tense frown. These cues "
-    "suggest the person is angry.\n\n"
-    "Cues:\n"
-    "- face: none (no face seen)\n"
-    "- voice: the voice is soft and low; long pauses\n"
-    "- words: says \"I just don't know anymore\"; the wording is negative\n"
-    "Emotion: sad\n"
-    "Explanation: In the audio, the voice is soft and low with long pauses. The words \"I just don't know "
-    "anymore\" read as hopeless. These cues suggest the person is sad.\n\n"
+    Example(
+        "happy",
+        {"visual": "the corners of the mouth turn up; the cheeks rise",
+         "auditory": "the pitch is high and varied; speaks quickly",
+         "verbal": "says: \"we actually won\"; positive wording"},
+        {"visual": "In the video, the corners of the mouth turn up and the cheeks rise, a clear smile.",
+         "auditory": "In the audio, the pitch is high and lively.",
+         "verbal": "The words \"we actually won\" are cheerful."},
+    ),
+    Example(
+        "angry",
+        {"visual": "brows drawn together; lips pressed together",
+         "auditory": "the voice is loud; the tone is intense",
+         "verbal": "says: \"stop doing that\"; negative wording"},
+        {"visual": "In the video, the brows are drawn together and the lips are pressed, a tense frown.",
+         "auditory": "In the audio, the voice is loud and sharp.",
+         "verbal": "The words \"stop doing that\" are a harsh command."},
+    ),
+    Example(
+        "sad",
+        {"visual": "the corners of the mouth turn down; looks down",
+         "auditory": "the voice is soft and low-pitched; long pauses",
+         "verbal": "says: \"I just don't know anymore\"; negative wording"},
+        {"visual": "In the video, the corners of the mouth turn down and the gaze drops.",
+         "auditory": "In the audio, the voice is soft and low with long pauses.",
+         "verbal": "The words \"I just don't know anymore\" read as hopeless."},
+    ),
 )
 
 _NAMES: dict[Modality, str] = {"visual": "face", "auditory": "voice", "verbal": "words"}
@@ -52,29 +71,44 @@ class PromptParts:
     label_prompt: str  # ends with "Emotion:"
     explanation_prefix: str  # appended after the chosen label; ends with the opener the model continues
     opener: str  # the part of the explanation we wrote ourselves (streamed first)
+    modalities: tuple[Modality, ...]  # those with cues, in order
 
 
-def cue_lines(cues: list[Cue], perceived: dict[Modality, bool], extra: dict[Modality, str]) -> str:
-    lines = []
-    for m in ("visual", "auditory", "verbal"):
+def _lines(parts: dict[Modality, str], present: tuple[Modality, ...]) -> str:
+    out = []
+    for m in MODALITIES:
+        if m in present:
+            out.append(f"- {_NAMES[m]}: {parts[m]}")
+        elif m in _NONE:
+            out.append(f"- {_NAMES[m]}: {_NONE[m]}")
+    return "\n".join(out)
+
+
+def _example(ex: Example, present: tuple[Modality, ...]) -> str:
+    explanation = " ".join(ex.sentences[m] for m in present)
+    return (f"\nCues:\n{_lines(ex.cues, present)}\nEmotion: {ex.label}\n"
+            f"Explanation: {explanation} These cues suggest the person is {ex.label}.\n")
+
+
+def build(cues: list[Cue], labels: list[str]) -> PromptParts:
+    texts: dict[Modality, str] = {}
+    for m in MODALITIES:
         mine = sorted((c for c in cues if c.modality == m), key=lambda c: -c.strength)[:MAX_CUES_PER_MODALITY]
         parts = [c.text for c in mine]
-        if extra.get(m):
-            parts.append(extra[m])
         if parts:
-            lines.append(f"- {_NAMES[m]}: " + "; ".join(parts))
-        elif m in _NONE and not perceived.get(m, False):
-            lines.append(f"- {_NAMES[m]}: {_NONE[m]}")
-    return "\n".join(lines) if lines else "- none"
+            texts[m] = "; ".join(parts)
+    return _build(texts, labels)
 
 
-def build(cues: list[Cue], perceived: dict[Modality, bool], labels: list[str],
-          extra: dict[Modality, str] | None = None) -> PromptParts:
-    """`perceived[m]` is True when modality m was present and produced cues; `extra` adds evidence lines such
-    as the expression classifier's reading."""
-    body = cue_lines(cues, perceived, extra or {})
-    header = HEADER + f"The emotion is one of: {', '.join(labels)}.\n\n"
-    label_prompt = header + EXAMPLES + "Cues:\n" + body + "\nEmotion:"
-    with_cues = [m for m in ("visual", "auditory", "verbal") if any(c.modality == m for c in cues)]
-    opener = _OPENERS[with_cues[0]] if with_cues else "No cues were perceived, so"
-    return PromptParts(label_prompt, "\nExplanation: " + opener, opener)
+def content_free(present: tuple[Modality, ...], labels: list[str]) -> PromptParts:
+    """The same prompt with every cue replaced by "N/A": the model's label prior for contextual calibration."""
+    return _build({m: "N/A" for m in present}, labels)
+
+
+def _build(texts: dict[Modality, str], labels: list[str]) -> PromptParts:
+    present = tuple(m for m in MODALITIES if m in texts)
+    shots = "".join(_example(ex, present) for ex in EXAMPLES) if present else ""
+    label_prompt = (HEADER + f"The emotion is one of: {', '.join(labels)}.\n" + shots
+                    + f"\nCues:\n{_lines(texts, present)}\nEmotion:")
+    opener = _OPENERS[present[0]] if present else ""
+    return PromptParts(label_prompt, "\nExplanation: " + opener, opener, present)

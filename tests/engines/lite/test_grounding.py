@@ -13,7 +13,14 @@ def test_flags_a_sentence_about_a_modality_without_cues() -> None:
 
 def test_grounded_text_passes() -> None:
     text = "In the video, the brows are drawn together. The words \"stop it\" sound angry."
-    assert ungrounded(text, {"visual", "verbal"}) == []
+    assert ungrounded(text, {"visual", "verbal"}, transcript="Stop it, now!") == []
+
+
+def test_quotes_must_come_from_the_transcript() -> None:
+    text = 'The words "I just don\'t know anymore" read as hopeless.'
+    flags = ungrounded(text, {"verbal"}, transcript="Everything is fine.")
+    assert [(f.modality, f.words) for f in flags] == [("verbal", ["I just don't know anymore"])]
+    assert ungrounded(text, {"verbal"}, transcript="well, I JUST don't know anymore...") == []
 
 
 def test_absence_statements_are_facts_not_claims() -> None:

@@ -6,9 +6,9 @@ import asyncio
 import itertools
 from pathlib import Path
 
+import media
 import pytest
 
-import media
 from engines.ingest import ingest
 from engines.lite.grounding import ABSENCE, ungrounded
 from engines.lite.pipeline import LitePipeline
@@ -102,7 +102,8 @@ def test_explanations_never_claim_a_missing_modality(lite: LitePipeline, clips: 
     dropped = 0
     for name, transcript in itertools.product(names, transcripts):
         _, answer = analyze(lite, clips[name], transcript)
-        assert ungrounded(answer.explanation, perceived(answer)) == [], (name, transcript, answer.explanation)
+        assert ungrounded(answer.explanation, perceived(answer), transcript) == [], (name, transcript,
+                                                                                    answer.explanation)
         if transcript is None:
             assert not [c for c in answer.cues if c.modality == "verbal"]
         dropped += answer.usage["dropped_sentences"]
