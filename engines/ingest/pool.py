@@ -25,6 +25,8 @@ from engines.errors import CorruptMedia, DecodeTimeout, ModelError, Overloaded
 
 _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the `engines` package
 STARTUP_TIMEOUT_S = 60.0  # imports on a cold, busy machine; not part of any request's decode budget
+RECYCLE_JOBS = 500  # a worker is replaced after this many jobs...
+RECYCLE_RSS_FRACTION = 0.5  # ...or once its resident memory passes this share of its cap
 
 
 class WorkerCrashed(CorruptMedia):
@@ -67,8 +69,9 @@ _spawner = _Spawner()
 class DecoderWorker:
     """One worker process and its two pipes."""
 
-    def __init__(self, memory_mb: int) -> None:
+    def __init__(self, memory_mb: int, max_jobs: int = RECYCLE_JOBS) -> None:
         self.memory_mb = memory_mb
+        self.max_jobs = max_jobs
         self.proc: subprocess.Popen[bytes] | None = None
         self._spawn()
 
@@ -97,6 +100,7 @@ class DecoderWorker:
         self._buf = b""
         self._ready = False
         self.started = time.monotonic()
+        self.jobs = 0
 
     def _close_fds(self) -> None:
         for fd in (self._tx, self._rx):
@@ -171,7 +175,17 @@ class DecoderWorker:
             raise WorkerCrashed(
                 "the decoder crashed on this file; it is probably damaged or malformed: re-export it and upload again"
             )
+        self.jobs += 1
+        if self.jobs >= self.max_jobs or self.rss_mb() > self.memory_mb * RECYCLE_RSS_FRACTION:
+            self.respawn()  # decord leaks: start fresh; the replacement warms up while the caller goes on
         return json.loads(line)
+
+    def rss_mb(self) -> float:
+        try:
+            pages = int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1])  # type: ignore[union-attr]
+        except (OSError, IndexError, ValueError, AttributeError):
+            return 0.0
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class DecoderPool:

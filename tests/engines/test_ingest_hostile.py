@@ -304,3 +304,19 @@ def test_concurrent_calls_share_the_pool(testsrc_mp4: Path) -> None:
     for c in clips[1:]:
         assert c.frames is not None and clips[0].frames is not None
         assert (c.frames == clips[0].frames).all()
+
+
+def test_workers_are_recycled_to_contain_leaks(testsrc_mp4: Path) -> None:
+    s = _one_worker()
+    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    [worker] = pool._all
+    worker.jobs, worker.max_jobs = 0, 2
+    try:
+        [pid] = pool.pids()
+        ingest(testsrc_mp4, None, s)
+        assert pool.pids() == [pid]
+        ingest(testsrc_mp4, None, s)  # the second job retires it
+        assert pool.pids() != [pid]
+        assert ingest(testsrc_mp4, None, s).frames is not None
+    finally:
+        worker.max_jobs = 500
