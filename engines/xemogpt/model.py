@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,12 @@ class Sources:
     weight_files: dict[str, Path | None]  # hashed by export/ to check its artefacts match (None: not checked)
     report: dict[str, Any] = field(default_factory=dict)
     tmpdir: Path | None = None  # merged LLM written at start; removed by close()
+
+    def __post_init__(self) -> None:
+        # a start that fails later, or a process that never calls close(), must not leave a merged LLM
+        # (gigabytes) behind in /tmp
+        if self.tmpdir is not None:
+            weakref.finalize(self, shutil.rmtree, self.tmpdir, True)
 
     def close(self) -> None:
         if self.tmpdir is not None:

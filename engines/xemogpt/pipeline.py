@@ -99,6 +99,13 @@ class XEmoGPTPipeline(Pipeline):
     # -- loading -------------------------------------------------------------------------------------------
 
     def load(self) -> None:
+        try:
+            self._load()
+        except BaseException:
+            self.close()  # frees the merged-LLM temp dir and the backend of a half-done start
+            raise
+
+    def _load(self) -> None:
         from engines.llm import load_backend
         from engines.runtime.factory import load_front_ends
         from engines.xemogpt.bundle import load_sources
@@ -138,6 +145,7 @@ class XEmoGPTPipeline(Pipeline):
             self.llm = None
         if self.sources is not None:
             self.sources.close()
+            self.sources = None
 
     def info(self) -> dict[str, Any]:
         info = super().info()
