@@ -27,7 +27,7 @@ MAX_FRAMES = 1024  # a clip's frames are capped by ingest long before this; guar
 @dataclass
 class VisualResult:
     face_found: bool
-    faces_per_frame: list[int]
+    faces_per_frame: list[int]  # faces found per frame (the mesh looks for up to 3; the largest is measured)
     cues: list[Cue]  # modality "visual"
     expression: dict[str, float]  # mean FER probabilities over frames with a face; {} without a face or FER
     per_frame: list[dict[str, Any]] = field(default_factory=list)  # time, face count, measures, FER per frame
