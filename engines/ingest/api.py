@@ -77,7 +77,8 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
     vfmt = detect_format(vraw[:HEAD_BYTES]) if vraw is not None else None
     afmt = detect_format(araw[:HEAD_BYTES]) if araw is not None else None
     # The private directory (mode 0700) is the only place decoders read from: never a client path or URL.
-    tmp = Path(tempfile.mkdtemp(prefix="xemo-ingest-"))
+    pool = get_pool(settings.decode_workers, settings.worker_memory_mb)
+    tmp = Path(tempfile.mkdtemp(prefix="job-", dir=pool.root))
     try:
         job: dict[str, Any] = {
             "dir": str(tmp),
@@ -92,7 +93,6 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
             with open(path, "wb") as f:
                 f.write(raw)
             job[key], job[f"{key}_fmt"] = str(path), fmt
-        pool = get_pool(settings.decode_workers, settings.worker_memory_mb)
         try:
             reply = pool.run(job, settings.decode_timeout_s, wait_s=settings.decode_timeout_s)
         except WorkerCrashed:

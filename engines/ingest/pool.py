@@ -13,8 +13,10 @@ import json
 import os
 import queue
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import Future
@@ -24,6 +26,18 @@ from typing import Any
 from engines.errors import CorruptMedia, DecodeTimeout, ModelError, Overloaded
 
 _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the `engines` package
+_ENV_KEPT = {
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "MALLOC_ARENA_MAX",
+    "OMP_NUM_THREADS",
+}
 STARTUP_TIMEOUT_S = 60.0  # imports on a cold, busy machine; not part of any request's decode budget
 RECYCLE_JOBS = 500  # a worker is replaced after this many jobs...
 RECYCLE_RSS_FRACTION = 0.5  # ...or once its resident memory passes this share of its cap
@@ -69,8 +83,10 @@ _spawner = _Spawner()
 class DecoderWorker:
     """One worker process and its two pipes."""
 
-    def __init__(self, memory_mb: int, max_jobs: int = RECYCLE_JOBS) -> None:
+    def __init__(self, memory_mb: int, root: Path, max_jobs: int = RECYCLE_JOBS) -> None:
         self.memory_mb = memory_mb
+        self.root = root
+        self.sandboxed = False
         self.max_jobs = max_jobs
         self.proc: subprocess.Popen[bytes] | None = None
         self._spawn()
@@ -78,10 +94,19 @@ class DecoderWorker:
     def _spawn(self) -> None:
         job_r, job_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        env = dict(os.environ)
+        # Only what the runtime needs: the server's environment (API keys, credentials) stays out of reach.
+        env = {k: v for k, v in os.environ.items() if k in _ENV_KEPT}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         env.setdefault("MALLOC_ARENA_MAX", "2")  # fewer 64 MB arena reservations under the address-space cap
-        argv = [sys.executable, "-m", "engines.ingest.worker", str(job_r), str(rep_w), str(self.memory_mb)]
+        argv = [
+            sys.executable,
+            "-m",
+            "engines.ingest.worker",
+            str(job_r),
+            str(rep_w),
+            str(self.memory_mb),
+            str(self.root),
+        ]
         try:
             self.proc = _spawner.popen(
                 argv,
@@ -153,6 +178,7 @@ class DecoderWorker:
         if not line:
             self.respawn()
             raise ModelError("the media decoder process failed to start; check that PyAV and decord are installed")
+        self.sandboxed = bool(json.loads(line).get("sandbox"))
         self._ready = True
 
     def call(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -193,8 +219,10 @@ class DecoderPool:
 
     def __init__(self, size: int, memory_mb: int) -> None:
         self.key = (size, memory_mb)
+        # Private (0700) root for job directories: the only tree the workers may touch.
+        self.root = Path(tempfile.mkdtemp(prefix="xemo-ingest-"))
         self._idle: queue.Queue[DecoderWorker] = queue.Queue()
-        self._all = [DecoderWorker(memory_mb) for _ in range(max(1, size))]
+        self._all = [DecoderWorker(memory_mb, self.root) for _ in range(max(1, size))]
         for w in self._all:
             self._idle.put(w)
 
@@ -215,12 +243,18 @@ class DecoderPool:
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._all if w.proc is not None]
 
+    def sandboxed(self) -> list[bool]:
+        """Whether each (ready) worker runs inside its Landlock jail."""
+        self.wait_ready()
+        return [w.sandboxed for w in self._all]
+
     def alive(self) -> list[bool]:
         return [w.proc is not None and w.proc.poll() is None for w in self._all]
 
     def close(self) -> None:
         for w in self._all:
             w.close()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 _lock = threading.Lock()

@@ -1,9 +1,11 @@
 """The decoder worker process: imports the decoders once, then decodes one job at a time for its parent.
 
-Run as `python -m engines.ingest.worker JOB_FD REPLY_FD MEMORY_MB` by engines/ingest/pool.py, never by hand.
+Run as `python -m engines.ingest.worker JOB_FD REPLY_FD MEMORY_MB JOB_ROOT` by engines/ingest/pool.py, never by
+hand.
 Protocol: one JSON line per job in, one JSON line per reply out; arrays travel as .npy files in the job's
 private directory (one write, one read, no pickling through the pipe). The process dies with its parent, has a
-capped address space, and exits when its job pipe closes, so a hung or leaking decoder costs only itself.
+capped address space, is jailed to its job root where Landlock exists (engines/ingest/sandbox.py), and exits when
+its job pipe closes, so a hung, leaking or exploited decoder costs only itself.
 """
 
 from __future__ import annotations
@@ -66,8 +68,31 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
         }
 
 
+def _jail(job_root: str) -> bool:
+    """Read the Python runtime and our own code, read/write the job root; every other file is out of reach."""
+    from engines.ingest import sandbox
+
+    here = Path(__file__).resolve().parents[2]  # holds the `engines` and `xemo` packages
+    read = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/etc/ld.so.cache",
+        str(here / "engines"),
+        str(here / "xemo"),
+        "/proc/self",
+        "/sys/devices/system/cpu",
+        "/dev/null",
+        "/dev/urandom",
+    }
+    return sandbox.restrict(sorted(read), [job_root])
+
+
 def main(argv: list[str]) -> int:
-    job_fd, reply_fd, memory_mb = int(argv[1]), int(argv[2]), int(argv[3])
+    job_fd, reply_fd, memory_mb, job_root = int(argv[1]), int(argv[2]), int(argv[3]), argv[4]
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent; it decides what to do with us
     # Warm imports: the point of a pre-started worker is that no call pays for these.
@@ -79,8 +104,9 @@ def main(argv: list[str]) -> int:
 
     av.logging.set_level(None)  # FFmpeg's own log lines for damaged files are noise here
     _cap_memory(memory_mb)
+    jailed = _jail(job_root)
     reply = os.fdopen(reply_fd, "w", buffering=1)
-    reply.write('{"ready": true}\n')
+    reply.write(json.dumps({"ready": True, "sandbox": jailed}) + "\n")
     with os.fdopen(job_fd, "r") as jobs:
         for line in jobs:
             reply.write(json.dumps(handle(json.loads(line))) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -320,3 +321,23 @@ def test_workers_are_recycled_to_contain_leaks(testsrc_mp4: Path) -> None:
         assert ingest(testsrc_mp4, None, s).frames is not None
     finally:
         worker.max_jobs = 500
+
+
+def test_worker_cannot_read_files_outside_its_job_root(speech_wav: Path) -> None:
+    import shutil
+
+    s = _one_worker()
+    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    if not all(pool.sandboxed()):
+        pytest.skip("this kernel has no Landlock; workers run unjailed (still isolated by process)")
+    jobdir = Path(tempfile.mkdtemp(dir=pool.root))
+    job = {"dir": str(jobdir), "settings": s.model_dump(mode="json"), "decoder": "pyav", "video_fmt": "wav"}
+    # as if a container (or an exploited decoder) reached for a file elsewhere: a perfectly valid wav
+    outside = pool.run({**job, "video": str(speech_wav)}, 10.0, 10.0)
+    assert not outside["ok"] and outside["type"] == "CorruptMedia" and "Permission denied" in outside["message"]
+    inside = jobdir / "copy.wav"
+    shutil.copy(speech_wav, inside)
+    try:
+        assert pool.run({**job, "video": str(inside)}, 10.0, 10.0)["ok"]
+    finally:
+        shutil.rmtree(jobdir)
