@@ -47,6 +47,8 @@ class InProcessAnalyzer:
     async def start(self) -> None:
         from engines.pipeline import build_pipeline
 
+        if self.pipeline is not None:  # already loaded (a caller reusing one analyzer for several runs)
+            return
         self.pipeline = build_pipeline(self.settings)
         await asyncio.to_thread(self.pipeline.load)
         self.model = getattr(self.pipeline, "model", "") or self.settings.profile
@@ -72,6 +74,7 @@ class InProcessAnalyzer:
         if self.pipeline is not None:
             with contextlib.suppress(Exception):
                 self.pipeline.close()
+            self.pipeline = None
 
 
 class HttpAnalyzer:

@@ -238,6 +238,7 @@ def run_benchmark(settings: Settings, manifest: Path, out: Path, server: str | N
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS
     records = load_results(results_path)
+    owned = analyzer is None  # an analyzer passed in stays loaded for the caller (who closes it)
     if analyzer is None:
         analyzer = HttpAnalyzer(server, settings) if server else InProcessAnalyzer(settings)
 
@@ -249,7 +250,8 @@ def run_benchmark(settings: Settings, manifest: Path, out: Path, server: str | N
         try:
             await analyze_all(rows, analyzer, results_path, concurrency, records, show_progress)
         finally:
-            await analyzer.close()
+            if owned:
+                await analyzer.close()
 
     asyncio.run(go())
     emb = embedder if embedder is not None else default_embedder(settings.eval.embedder)

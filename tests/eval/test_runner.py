@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -108,8 +109,10 @@ def test_in_process_run_and_resume(clips: Path, minilm: CachedEmbedder, tmp_path
     with (out / RESULTS).open("a") as f:
         f.write('{"id": "face", "status": "ok", "answ')
     CountingAnalyzer.calls = []
-    run_benchmark(settings, manifest, out, analyzer=CountingAnalyzer(settings), embedder=minilm,
-                  show_progress=False)
+    try:
+        run_benchmark(settings, manifest, out, analyzer=an, embedder=minilm, show_progress=False)
+    finally:
+        asyncio.run(an.close())
     assert CountingAnalyzer.calls == ["broken"]
     recs2 = [json.loads(x) for x in (out / RESULTS).read_text().splitlines()]
     assert recs2[0]["answer"]["id"] == face["answer"]["id"]  # the same answer, kept
