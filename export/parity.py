@@ -31,6 +31,7 @@ class ParityRow:
     one_minus_cos: float  # worst token
     masks_equal: bool
     passed: bool
+    error: str = ""  # the candidate raised instead of answering (e.g. a shape the graph cannot take)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,10 +94,17 @@ def check(spec: GraphSpec, reference: GraphFn, candidate: GraphFn, atol: float, 
           sample_rate: int = 16000, on_case: Callable[[str], None] | None = None) -> list[ParityRow]:
     rows = []
     for name, inputs in cases(spec, sample_rate):
-        ref, got = reference(inputs), candidate(inputs)
-        max_abs, omc, masks_equal = compare(ref, got)
+        ref = reference(inputs)
         first = next(iter(inputs.values()))
-        rows.append(ParityRow(spec.name, name, first.shape[0], "x".join(map(str, first.shape)), max_abs, omc,
+        shape = "x".join(map(str, first.shape))
+        try:
+            got = candidate(inputs)
+        except Exception as e:  # a runtime error at this shape is a parity failure, reported, not a crash
+            rows.append(ParityRow(spec.name, name, first.shape[0], shape, float("inf"), float("inf"), False, False,
+                                  f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"))
+            continue
+        max_abs, omc, masks_equal = compare(ref, got)
+        rows.append(ParityRow(spec.name, name, first.shape[0], shape, max_abs, omc,
                               masks_equal, masks_equal and max_abs <= atol and omc <= cos_tol))
         if on_case:
             on_case(name)

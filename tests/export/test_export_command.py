@@ -111,3 +111,17 @@ def test_exported_dir_is_relocatable(tmp_path: Path, exported: Path) -> None:
     sess = ort.InferenceSession(str(dst / "video.onnx"), providers=["CPUExecutionProvider"])
     (out,) = sess.run(None, {"pixel_values": np.zeros((1, 16, 3, 224, 224), np.float32)})
     assert out.shape == (1, 16, 64)
+
+
+def test_format_all_writes_onnx_and_records_why_tensorrt_was_skipped(tmp_path: Path, exported: Path, make_settings,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    from export.tensorrt_build import unavailable_reason
+
+    if unavailable_reason() is None:
+        pytest.skip("TensorRT and a GPU are present here")
+    shutil.copytree(exported, tmp_path, dirs_exist_ok=True)
+    assert run(make_settings(), tmp_path, "all", "fp16") == 3
+    assert "TensorRT engines skipped" in " ".join(capsys.readouterr().err.split())
+    m = mf.load(tmp_path)
+    assert m.graphs["video"].parity_passed and m.graphs["audio"].parity_passed
+    assert m.tensorrt == [] and m.skipped and m.skipped[0].startswith("tensorrt: ")

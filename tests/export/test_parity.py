@@ -58,3 +58,19 @@ def test_check_fails_rows_outside_tolerance() -> None:
     rows = check(spec, ref, off, atol=1e-3, cos_tol=1e-4)
     assert not any(r.passed for r in rows)
     assert all(r.max_abs > 1e-3 for r in rows)
+
+
+def test_a_candidate_that_raises_is_a_failed_row_not_a_crash() -> None:
+    spec = video_spec(16, 8, 4, max_batch=3)
+
+    def ref(x: dict) -> list[np.ndarray]:
+        return [np.zeros((x["pixel_values"].shape[0], 16, 4), np.float32)]
+
+    def broken(x: dict) -> list[np.ndarray]:
+        if x["pixel_values"].shape[0] > 1:
+            raise RuntimeError("Reshape node: requested shape {2,16,64}")
+        return ref(x)
+
+    rows = check(spec, ref, broken, atol=1e-3, cos_tol=1e-4)
+    assert [r.passed for r in rows] == [True, False]
+    assert rows[1].error.startswith("RuntimeError: Reshape node") and rows[1].max_abs == float("inf")

@@ -80,7 +80,7 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
                         sources=mf.source_hashes(fe.sources), versions=mf.versions(),
                         tolerances={"atol": e.atol, "cos_tol": e.cos_tol})
         modules = {"video": fe.video, "audio": fe.audio}
-        previous = _reusable(out, m)
+        previous, engines = _reusable(out, m)
         for spec in specs:
             graph = previous.get(spec.name)
             if graph is None:
@@ -98,10 +98,13 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
                                e.atol, e.cos_tol,
                                on_case=lambda _name: progress.advance(task))
             rows += got
+            if spec.name not in previous:
+                engines = []  # engines built from an older graph are stale
             m.graphs[spec.name] = mf.GraphEntry(
                 file=graph.file, files=graph.files, **spec.to_dict(),
                 parity=[r.to_dict() for r in got], parity_passed=all(r.passed for r in got))
             m.write(out)
+        m.tensorrt = engines
         rc = 0
         if fmt in ("tensorrt", "all"):
             if trt_reason:
@@ -115,6 +118,9 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
     console.print(_table(rows))
     if trt_reason and fmt == "all":
         console.print(f"[yellow]TensorRT engines skipped:[/] {trt_reason}; the ONNX graphs were written.")
+    for r in rows:
+        if r.error:
+            console.print(f"[red]{r.graph}/{r.case}:[/] {r.error}")
     failed = [f"{r.graph}/{r.case}" for r in rows if not r.passed]
     if failed:
         console.print(f"[red]parity FAILED[/] (atol {e.atol}, 1-cos {e.cos_tol}): {', '.join(failed)}; "
@@ -124,9 +130,10 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
     return rc
 
 
-def _reusable(out: Path, new: Any) -> dict[str, Any]:
+def _reusable(out: Path, new: Any) -> tuple[dict[str, Any], list[Any]]:
     """ONNX graphs already in `out` from the same weights, opset, contract and exporter versions (e.g. a
-    `--format tensorrt` run on the GPU machine after `--format onnx`): reused, parity is still re-measured."""
+    `--format tensorrt` run on the GPU machine after `--format onnx`): reused, parity is still re-measured.
+    Also the TensorRT engines listed for them, kept while both graphs are reused."""
     from engines.errors import ArtifactError
     from export import manifest as mf
     from export.onnx_export import ExportedGraph
@@ -134,11 +141,11 @@ def _reusable(out: Path, new: Any) -> dict[str, Any]:
     try:
         old = mf.load(out)
     except ArtifactError:
-        return {}
+        return {}, []
     same = (old.opset, old.contract, old.sources, old.versions.get("torch"), old.versions.get("onnxscript")) == (
         new.opset, new.contract, new.sources, new.versions.get("torch"), new.versions.get("onnxscript"))
     if not same:
-        return {}
+        return {}, []
     graphs = {}
     for name, g in old.graphs.items():
         try:
@@ -146,7 +153,7 @@ def _reusable(out: Path, new: Any) -> dict[str, Any]:
         except ArtifactError:
             continue
         graphs[name] = ExportedGraph(name, g.file, g.files)
-    return graphs
+    return graphs, list(old.tensorrt)
 
 
 def _tensorrt(out: Path, specs: list[Any], m: Any, modules: dict[str, Any], settings: Settings,
