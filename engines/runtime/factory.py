@@ -137,6 +137,9 @@ def _tensorrt(out_dir: Path, m: mf.Manifest) -> FrontEnds:
         for e in m.tensorrt:
             profs = [Profile({k: tuple(tuple(s) for s in v) for k, v in p.items()}) for p in e.profiles]
             if e.graph == name and e.key == cache_key(gpu, trt.__version__, onnx_sha, e.precision, profs):
+                if not e.parity or not all(r.get("passed") for r in e.parity):
+                    raise ArtifactError(f"the {name} TensorRT engine ({e.precision}) failed or lacks its parity "
+                                        "check at export; it will not be served")
                 mf.verify_files(out_dir, {e.file: e.sha256}, f"{name} TensorRT engine")
                 graphs[name] = TrtGraph(out_dir / e.file, e.profiles)
                 break
