@@ -23,6 +23,7 @@ import numpy as np
 from engines.errors import BadRequest, ModelError
 from engines.llm.base import SamplingParams
 from engines.llm.batching import BatchedBackend, Seq, split_ids
+from engines.llm.gguf_embeddings import GGUFEmbeddings
 from engines.llm.sampling import Constraint, Detokenizer
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,9 @@ class LlamaCppBackend(BatchedBackend):
         super().__init__(max_num_seqs, min(n_ctx, L.llama_n_ctx_seq(self.ctx)))
         self._tok_batch = L.llama_batch_init(cp.n_batch, 0, 1)
         self._emb_batch = L.llama_batch_init(cp.n_batch, self.hidden_size, 1)
-        self._embd_table = None  # the GGUF token_embd tensor, read lazily for embed_tokens
-        self._embd_lock = threading.Lock()
+        self._embd = GGUFEmbeddings(path)  # memory-mapped token_embd rows for embed_tokens
+        if self._embd.hidden != self.hidden_size:
+            raise ModelError("token_embd width does not match the model's n_embd")
         self._pieces: dict[int, bytes] = {}
 
     # ---- tokens ------------------------------------------------------------------------------------
@@ -177,21 +179,10 @@ class LlamaCppBackend(BatchedBackend):
     def embed_tokens(self, ids: Sequence[int]) -> np.ndarray:
         """Rows of the GGUF `token_embd` tensor (dequantized); Gemma's √hidden scaling is applied here because
         llama.cpp does not apply it to embedding input."""
-        from gguf import GGUFReader
-        from gguf.quants import dequantize
-
-        with self._embd_lock:
-            if self._embd_table is None:
-                reader = GGUFReader(str(self.path))
-                t = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
-                if t is None:
-                    raise ModelError("this GGUF file has no token_embd tensor")
-                self._embd_table = (t.data, t.tensor_type)
-        data, qtype = self._embd_table
         idx = np.asarray(ids, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= self.vocab_size):
             raise BadRequest("token id out of range")
-        rows = np.asarray(dequantize(data[idx], qtype), dtype=np.float32).reshape(len(idx), self.hidden_size)
+        rows = self._embd.rows_f32(idx)
         if self.arch.startswith("gemma"):
             rows = rows * np.float32(math.sqrt(self.hidden_size))
         return rows

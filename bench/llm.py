@@ -1,0 +1,237 @@
+"""LLM backend benchmark on the SmolLM2-135M-Instruct GGUF: multimodal prefill, batched decode, bandwidth bound.
+
+For each runtime (llama_cpp on the Q4_1 GGUF; transformers fp32 and int8 on the same weights dequantized):
+- prefill: time to first token for a prompt shaped like XEmoGPT's (text, 600 audio soft tokens, text,
+  16 video soft tokens, text);
+- decode: tokens/s with 1, 4 and 8 concurrent sequences, aggregate and per sequence, from the time between
+  consecutive full-batch decode steps (reported by the backend's step listeners);
+- the memory-bandwidth bound: a decode step must read every weight once, so steps/s <= copy bandwidth / weight
+  bytes read per step; the fraction shows how close each runtime gets (KV-cache reads are ignored: they are
+  small at these context lengths).
+
+    .venv/bin/python bench/llm.py            # writes bench/results/llm.json and prints a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engines.llm import LLMBackend, SamplingParams, load_backend, smollm2_gguf_path  # noqa: E402
+
+PROMPT_PARTS = (
+    "###Human: Audio content: <Audio>",
+    "</Audio> These are frames sampled uniformly from the video: <Video>",
+    "</Video> The subtitle of this video is: <Subtitle>I cannot believe you did this again.</Subtitle> "
+    "Please infer the person's emotional state and explain which visual, vocal and verbal cues support it. "
+    "###Assistant:",
+)
+N_AUDIO, N_VIDEO = 600, 16
+
+
+def copy_bandwidth(mb: int = 512, repeats: int = 3) -> float:
+    """Bytes/s moved by a numpy copy of an `mb` MB array (read + write counted, as STREAM's copy does)."""
+    src = np.ones(mb * 1024 * 1024 // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.nbytes / best
+
+
+def decode_bytes(backend: LLMBackend) -> int:
+    """Weight bytes one decode step reads: every weight except the input-embedding table (only one row per
+    token is read), unless that table is also the output matrix (tied), as in SmolLM2."""
+    if backend.name.startswith("llama_cpp"):
+        return int(backend.model_bytes)  # token_embd is the tied output matrix here, read every step
+    import torch
+
+    model = backend.model
+    emb = model.get_input_embeddings().weight
+    total, seen = 0, set()
+    for mod in model.modules():
+        if isinstance(mod, torch.ao.nn.quantized.dynamic.Linear):
+            total += mod.weight().numel()  # int8
+            continue
+        for p in mod.parameters(recurse=False):
+            if id(p) in seen or (p is emb and not _tied(model)):
+                continue
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total
+
+
+def _tied(model) -> bool:  # noqa: ANN001
+    out = model.get_output_embeddings()
+    return out is not None and getattr(out, "weight", None) is model.get_input_embeddings().weight
+
+
+def soft_tokens(backend: LLMBackend, n: int, seed: int) -> np.ndarray:
+    """Stand-ins for projected media tokens with the scale of real token embeddings."""
+    ids = np.random.default_rng(seed).integers(1000, 40000, size=n).tolist()
+    return backend.embed_tokens(ids)
+
+
+async def _prefill_once(backend: LLMBackend, segments: list) -> float:
+    t = time.perf_counter()
+    async for _ in backend.generate(segments, SamplingParams(max_tokens=1)):
+        pass
+    return time.perf_counter() - t
+
+
+def bench_prefill(backend: LLMBackend, repeats: int) -> dict:
+    audio, video = soft_tokens(backend, N_AUDIO, 1), soft_tokens(backend, N_VIDEO, 2)
+    segs = [PROMPT_PARTS[0], audio, PROMPT_PARTS[1], video, PROMPT_PARTS[2]]
+    n = backend.prompt_tokens(segs)
+    times = [asyncio.run(_prefill_once(backend, segs)) for _ in range(repeats)]
+    best = min(times)
+    return {
+        "prompt_tokens": n,
+        "soft_tokens": N_AUDIO + N_VIDEO,
+        "seconds": round(best, 4),
+        "tokens_per_s": round(n / best, 1),
+    }
+
+
+def bench_decode(backend: LLMBackend, n_seqs: int, steps: int, warmup: int = 2) -> dict:
+    stamps: list[tuple[float, int]] = []
+
+    def on_step(size: int) -> None:
+        stamps.append((time.perf_counter(), size))
+
+    async def one(k: int) -> int:
+        prompt = f"{10 * k + 1}, {10 * k + 2}, {10 * k + 3},"  # counting never hits EOS this soon
+        n = 0
+        async for _ in backend.generate([prompt], SamplingParams(max_tokens=warmup + steps + 2)):
+            n += 1
+        return n
+
+    async def run() -> list[int]:
+        return list(await asyncio.gather(*(one(k) for k in range(n_seqs))))
+
+    backend.step_listeners.append(on_step)
+    try:
+        counts = asyncio.run(run())
+    finally:
+        backend.step_listeners.remove(on_step)
+    full = [t for t, size in stamps if size == n_seqs]
+    gaps = [b - a for a, b in zip(full, full[1:], strict=False)][warmup:]
+    if not gaps:
+        raise RuntimeError(f"no full-batch steps at n={n_seqs} (sequences ended early: {counts})")
+    step_s = statistics.median(gaps)
+    return {
+        "concurrent": n_seqs,
+        "steps": len(gaps),
+        "step_ms": round(step_s * 1000, 2),
+        "aggregate_tok_s": round(n_seqs / step_s, 1),
+        "per_seq_tok_s": round(1 / step_s, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="llama_cpp:none,transformers:none,transformers:int8")
+    ap.add_argument("--concurrency", default="1,4,8")
+    ap.add_argument("--steps", type=int, default=16, help="timed decode steps per concurrency level")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "xemo-llm-cache")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "llm.json")
+    args = ap.parse_args()
+    conc = [int(x) for x in args.concurrency.split(",")]
+    gguf = smollm2_gguf_path()
+
+    bw = copy_bandwidth()
+    results = {
+        "model": gguf.name,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "load_avg_at_start": os.getloadavg()[0],
+        },
+        "copy_bandwidth_GBps": round(bw / 1e9, 2),
+        "runs": [],
+    }
+    for cfg in args.configs.split(","):
+        kind, quant = cfg.split(":")
+        t = time.perf_counter()
+        b = load_backend(
+            gguf,
+            kind,
+            quantization=quant,
+            n_ctx=1024,
+            n_threads=args.threads,
+            max_num_seqs=max(conc),
+            cache_dir=args.cache_dir if kind == "transformers" else None,
+        )
+        load_s = time.perf_counter() - t
+        try:
+            label = "llama_cpp Q4_1" if kind == "llama_cpp" else f"transformers {'fp32' if quant == 'none' else quant}"
+            nbytes = decode_bytes(b)
+            bound = bw / nbytes  # decode steps/s if only weight reads limited it
+            run = {
+                "backend": label,
+                "load_s": round(load_s, 2),
+                "weight_bytes_per_step": nbytes,
+                "bound_steps_per_s": round(bound, 1),
+                "prefill": bench_prefill(b, repeats=2 if kind == "llama_cpp" else 1),
+                "decode": [],
+            }
+            for n in conc:
+                d = bench_decode(b, n, args.steps)
+                d["fraction_of_bound"] = round((1000 / d["step_ms"]) / bound, 3)
+                run["decode"].append(d)
+                print(f"  {label}: n={n} {d['aggregate_tok_s']} tok/s", file=sys.stderr, flush=True)
+            results["runs"].append(run)
+        finally:
+            b.close()
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+def table(r: dict) -> str:
+    lines = [
+        f"copy bandwidth {r['copy_bandwidth_GBps']} GB/s (numpy, 512 MB, read+write); "
+        f"load average at start {r['machine']['load_avg_at_start']:.1f}",
+        "| backend | MB read/step | bound steps/s | prefill 616 soft + text (s, tok/s) | n | agg tok/s "
+        "| per-seq tok/s | of bound |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        p = run["prefill"]
+        for i, d in enumerate(run["decode"]):
+            head = (
+                (
+                    f"| {run['backend']} | {run['weight_bytes_per_step'] / 1e6:.0f} | {run['bound_steps_per_s']} "
+                    f"| {p['seconds']} s, {p['tokens_per_s']} ({p['prompt_tokens']} tok) "
+                )
+                if i == 0
+                else "| | | | "
+            )
+            lines.append(
+                f"{head}| {d['concurrent']} | {d['aggregate_tok_s']} | {d['per_seq_tok_s']} "
+                f"| {d['fraction_of_bound'] * 100:.0f}% |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
