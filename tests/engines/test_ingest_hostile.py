@@ -341,3 +341,23 @@ def test_worker_cannot_read_files_outside_its_job_root(speech_wav: Path) -> None
         assert pool.run({**job, "video": str(inside)}, 10.0, 10.0)["ok"]
     finally:
         shutil.rmtree(jobdir)
+
+
+def test_all_decoders_busy_is_overloaded_not_a_pileup(testsrc_mp4: Path) -> None:
+    from engines.errors import Overloaded
+
+    s = _one_worker()
+    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    [pid] = pool.pids()
+    os.kill(pid, signal.SIGSTOP)  # the only worker is stuck on someone else's upload
+    holder = threading.Thread(
+        target=lambda: pytest.raises(
+            DecodeTimeout, ingest, testsrc_mp4, None, s.model_copy(update={"decode_timeout_s": 3.0})
+        )
+    )
+    holder.start()
+    time.sleep(0.3)
+    with pytest.raises(Overloaded, match="busy"):
+        ingest(testsrc_mp4, None, s.model_copy(update={"decode_timeout_s": 0.5}))
+    holder.join(timeout=30)
+    assert ingest(testsrc_mp4, None, s).frames is not None
