@@ -29,6 +29,7 @@ class DrainingServer(uvicorn.Server):
         self.state = state
         self.drain_timeout_s = drain_timeout_s
         self._draining = False
+        self._drain_task: asyncio.Task | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded in _captured_signals: uvicorn would re-raise it after shutdown and the exit code would
@@ -40,7 +41,11 @@ class DrainingServer(uvicorn.Server):
             return
         self._draining = True
         loop = asyncio.get_event_loop()
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+
+        def start() -> None:
+            self._drain_task = loop.create_task(self._drain())  # keep a reference: tasks are weakly held
+
+        loop.call_soon_threadsafe(start)
 
     async def _drain(self) -> None:
         await self.state.drain(self.drain_timeout_s)

@@ -1,0 +1,340 @@
+"""Open-loop load benchmark of the server: unbatched (max_batch_size=1, max_num_seqs=1) vs. tuned batching.
+
+Requests arrive at a constant rate whatever the server does (open loop: overload shows up as latency and
+errors, not as a politely slower client). For each target concurrency c in --levels the arrival rate is
+c / S, where S is the unloaded end-to-end latency measured first (Little's law: c requests in flight on
+average when the server keeps up). Each level is bounded by --duration seconds and --max-requests requests,
+then waits for the stragglers (bounded too). Every request streams SSE from /v1/analyze, so the client sees
+the label and the first token as they happen. Only 127.0.0.1 is ever contacted.
+
+By default it starts its own server process per configuration (same port range, one at a time), runs the
+same levels against both and writes both and their ratio to bench/results/load.json. With --url it measures
+one already running server instead (no ratio).
+
+    .venv/bin/python bench/load.py                      # about 8 minutes on 2 cores
+    .venv/bin/python bench/load.py --levels 1,4 --duration 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CONFIGS = {
+    "unbatched": {"XEMO_SERVER__MAX_BATCH_SIZE": "1", "XEMO_SERVER__MAX_NUM_SEQS": "1"},
+    "tuned": {
+        "XEMO_SERVER__MAX_BATCH_SIZE": "8",
+        "XEMO_SERVER__MAX_NUM_SEQS": "8",
+        "XEMO_SERVER__MAX_QUEUE_DELAY_MS": "0",
+    },
+}
+
+
+def make_clip(out_dir: Path) -> Path:
+    """The test suite's real media: the astronaut photo zoomed (a face) with espeak speech as its track."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import media  # tests/media.py
+
+    speech = media.speech(out_dir / "speech.wav")
+    face = media.face_image(out_dir / "face.png")
+    return media.face_clip(out_dir / "clip.mp4", face, seconds=3.0, audio=speech)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        full = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "XEMO_SERVER__MAX_RUNNING": "8",
+            "XEMO_SERVER__MAX_QUEUE": "32",
+            **env,
+        }
+        full.pop("XEMO_SERVER__API_KEYS", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xemo.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=full,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+async def one_request(client: httpx.AsyncClient, clip: bytes, max_tokens: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {"status": None}
+    try:
+        async with client.stream(
+            "POST",
+            "/v1/analyze",
+            files={"video": ("clip.mp4", clip, "video/mp4")},
+            data={
+                "max_tokens": str(max_tokens),
+                "temperature": "0",
+                "stream": "true",
+                "transcript": "I cannot believe you did this again.",
+            },
+        ) as r:
+            rec["status"] = r.status_code
+            if r.status_code != 200:
+                await r.aread()
+                return rec
+            event = None
+            async for line in r.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                    now = time.perf_counter() - t0
+                    if event == "label":
+                        rec["label_s"] = now
+                    elif event == "token" and "ttft_s" not in rec:
+                        rec["ttft_s"] = now
+                    elif event == "done":
+                        rec["e2e_s"] = now
+                    elif event == "error":
+                        rec["status"] = "stream_error"
+    except httpx.HTTPError as e:
+        rec["status"] = type(e).__name__
+    return rec
+
+
+async def run_level(
+    url: str, clip: bytes, rate: float, duration: float, max_requests: int, max_tokens: int, grace: float
+) -> dict[str, Any]:
+    n = max(1, min(max_requests, int(round(rate * duration))))
+    limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(grace + duration), limits=limits) as client:
+        t0 = time.perf_counter()
+        tasks = []
+        for i in range(n):  # constant arrival rate, independent of completions
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one_request(client, clip, max_tokens)))
+        probe = asyncio.create_task(probe_latency(client))
+        done, pending = await asyncio.wait(tasks, timeout=grace)
+        probe.cancel()
+        probes = await asyncio.gather(probe, return_exceptions=True)
+        for t in pending:
+            t.cancel()
+        recs = [t.result() for t in done] + [{"status": "unfinished"} for _ in pending]
+        wall = time.perf_counter() - t0
+    out = summarize(recs, wall, rate)
+    lat = probe_samples(probes[0])
+    out["livez_ms"] = {"max": round(max(lat), 1) if lat else None, **{k: v for k, v in pct(lat).items()}}
+    return out
+
+
+async def probe_latency(client: httpx.AsyncClient, samples: list[float] | None = None) -> list[float]:
+    """/livez round trips (ms) every 100 ms while the level runs: the event loop must stay responsive."""
+    samples = [] if samples is None else samples
+    try:
+        while True:
+            t = time.perf_counter()
+            await client.get("/livez")
+            samples.append(1000 * (time.perf_counter() - t))
+            await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        return samples
+
+
+def probe_samples(result: Any) -> list[float]:
+    return result if isinstance(result, list) else []
+
+
+def pct(xs: list[float]) -> dict[str, float | None]:
+    if not xs:
+        return {"p50": None, "p95": None, "p99": None}
+    a = np.asarray(xs)
+    return {f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)}
+
+
+def summarize(recs: list[dict[str, Any]], wall: float, rate: float) -> dict[str, Any]:
+    ok = [r for r in recs if r["status"] == 200 and "e2e_s" in r]
+    errors: dict[str, int] = {}
+    for r in recs:
+        if not (r["status"] == 200 and "e2e_s" in r):
+            errors[str(r["status"])] = errors.get(str(r["status"]), 0) + 1
+    return {
+        "arrival_rate_per_s": round(rate, 3),
+        "sent": len(recs),
+        "ok": len(ok),
+        "errors": errors,
+        "wall_s": round(wall, 2),
+        "throughput_per_s": round(len(ok) / wall, 3) if wall > 0 else 0.0,
+        "e2e_s": pct([r["e2e_s"] for r in ok]),
+        "ttft_s": pct([r["ttft_s"] for r in ok if "ttft_s" in r]),
+        "time_to_label_s": pct([r["label_s"] for r in ok if "label_s" in r]),
+    }
+
+
+async def measure_config(
+    url: str, clip: bytes, levels: list[int], args: argparse.Namespace, service_s: float | None
+) -> tuple[dict[str, Any], float]:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as c:  # warm-up + unloaded latency, one at a time
+        single = [await one_request(c, clip, args.max_tokens) for _ in range(3)]
+    single = single[1:]
+    s = float(np.median([r["e2e_s"] for r in single if "e2e_s" in r] or [5.0]))
+    service_s = service_s or s  # the same arrival rates for every configuration
+    out: dict[str, Any] = {"unloaded_e2e_s": round(s, 3), "levels": {}}
+    for c in levels:
+        rate = c / service_s
+        res = await run_level(url, clip, rate, args.duration, args.max_requests, args.max_tokens, args.grace)
+        out["levels"][str(c)] = res
+        print(
+            f"  c={c:<2} rate={rate:.2f}/s sent={res['sent']} ok={res['ok']} errors={res['errors']} "
+            f"thr={res['throughput_per_s']}/s e2e p50/p95={res['e2e_s']['p50']}/{res['e2e_s']['p95']} "
+            f"ttft p50={res['ttft_s']['p50']} label p50={res['time_to_label_s']['p50']}",
+            flush=True,
+        )
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        out["mean_batch_size"] = mean_batch_sizes((await c.get("/metrics")).text)
+    print(f"  mean batch size per stage: {out['mean_batch_size']}", flush=True)
+    return out, service_s
+
+
+def mean_batch_sizes(text: str) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        for kind, acc in (("_sum", sums), ("_count", counts)):
+            if line.startswith("xemo_batch_size" + kind + "{"):
+                stage = line.split('stage="', 1)[1].split('"', 1)[0]
+                acc[stage] = float(line.rsplit(" ", 1)[1])
+    return {k: round(sums[k] / counts[k], 2) for k in sums if counts.get(k)}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def compare(unb: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for c, t in tuned["levels"].items():
+        u = unb["levels"][c]
+        out[c] = {
+            "throughput_tuned_over_unbatched": ratio(t["throughput_per_s"], u["throughput_per_s"]),
+            "e2e_p50_tuned_over_unbatched": ratio(t["e2e_s"]["p50"], u["e2e_s"]["p50"]),
+            "e2e_p95_tuned_over_unbatched": ratio(t["e2e_s"]["p95"], u["e2e_s"]["p95"]),
+            "ttft_p50_tuned_over_unbatched": ratio(t["ttft_s"]["p50"], u["ttft_s"]["p50"]),
+            "p95_over_p50_unbatched": ratio(u["e2e_s"]["p95"], u["e2e_s"]["p50"]),
+            "p95_over_p50_tuned": ratio(t["e2e_s"]["p95"], t["e2e_s"]["p50"]),
+        }
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [
+        "| config | c | rate/s | ok/sent | errors | thr/s | e2e p50 | e2e p95 | e2e p99 | TTFT p50 | TTFT p95 "
+        "| label p50 | label p95 | livez p99 ms |",
+        "|" + "---|" * 14,
+    ]
+    for name in ("unbatched", "tuned", "server"):
+        if name not in results:
+            continue
+        for c, r in results[name]["levels"].items():
+            rows.append(
+                f"| {name} | {c} | {r['arrival_rate_per_s']} | {r['ok']}/{r['sent']} | "
+                f"{sum(r['errors'].values())} | {r['throughput_per_s']} | {r['e2e_s']['p50']} | "
+                f"{r['e2e_s']['p95']} | {r['e2e_s']['p99']} | {r['ttft_s']['p50']} | {r['ttft_s']['p95']} | "
+                f"{r['time_to_label_s']['p50']} | {r['time_to_label_s']['p95']} | {r['livez_ms']['p99']} |"
+            )
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", help="measure this running server (127.0.0.1 only) instead of starting two")
+    ap.add_argument("--levels", default="1,4,8", help="target concurrent clients, comma-separated")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds of arrivals per level")
+    ap.add_argument("--max-requests", type=int, default=24, help="cap on requests per level")
+    ap.add_argument("--grace", type=float, default=60.0, help="max seconds to wait for a level to finish")
+    ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--out", type=Path, default=RESULTS / "load.json")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    results: dict[str, Any] = {
+        "settings": {
+            "levels": levels,
+            "duration_s": args.duration,
+            "max_requests": args.max_requests,
+            "max_tokens": args.max_tokens,
+            "configs": CONFIGS,
+            "cpus": os.cpu_count(),
+        }
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_clip(Path(tmp)).read_bytes()
+        if args.url:
+            if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
+                raise SystemExit("only 127.0.0.1 may be benchmarked")
+            results["server"], _ = asyncio.run(measure_config(args.url, clip, levels, args, None))
+        else:
+            service_s = None
+            for name, env in CONFIGS.items():
+                print(f"{name}: starting server ({env})", flush=True)
+                srv = Server(env, Path(tmp) / f"{name}.log")
+                try:
+                    srv.wait_ready()
+                    results[name], service_s = asyncio.run(measure_config(srv.url, clip, levels, args, service_s))
+                finally:
+                    srv.stop()
+            results["ratio"] = compare(results["unbatched"], results["tuned"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(table(results))
+    if "ratio" in results:
+        print(json.dumps(results["ratio"], indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
