@@ -85,7 +85,6 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
             "settings": settings.model_dump(mode="json"),
             "decoder": settings.video_decoder,
         }
-        # An audio-only upload in the main slot is decoded as the audio source.
         for key, raw, fmt in (("video", vraw, vfmt), ("audio", araw, afmt)):
             if raw is None:
                 continue
@@ -108,12 +107,18 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
             raise cls(str(reply.get("message", "the file could not be decoded")))
         # Copy-on-write maps of the worker's files: no read or copy now, pages come from the page cache as used,
         # and they stay valid after the directory is removed; plain ndarray views, writable (privately).
+        # Only the three known files are read, whatever the reply says: the worker is not trusted with paths.
         arrays = {
-            k: np.asarray(np.load(tmp / name, mmap_mode="c", allow_pickle=False)) for k, name in reply["arrays"].items()
+            k: np.asarray(np.load(tmp / f"{k}.npy", mmap_mode="c", allow_pickle=False))
+            for k in _ARRAYS
+            if k in reply["arrays"]
         }
         return _clip(reply["meta"], arrays, content_hash(vraw, araw))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_ARRAYS = ("frames", "timeline", "audio")
 
 
 def _clip(meta: dict[str, Any], arrays: dict[str, np.ndarray], sha: str) -> Clip:
