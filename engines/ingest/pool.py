@@ -258,26 +258,28 @@ class DecoderPool:
 
 
 _lock = threading.Lock()
-_pool: DecoderPool | None = None
+_pools: dict[tuple[int, int], DecoderPool] = {}
 
 
 def get_pool(size: int, memory_mb: int) -> DecoderPool:
-    """The process-wide pool, started on first use (or by `warmup`) and rebuilt if its settings change."""
-    global _pool
+    """The process-wide pool for these settings, started on first use (or by `warmup`).
+
+    One per (workers, memory cap): a server has exactly one; tests that try other caps get their own without
+    pulling workers from under a pool that another thread is using.
+    """
+    key = (size, memory_mb)
     with _lock:
-        if _pool is None or _pool.key != (size, memory_mb):
-            if _pool is not None:
-                _pool.close()
-            _pool = DecoderPool(size, memory_mb)
-        return _pool
+        if key not in _pools:
+            _pools[key] = DecoderPool(size, memory_mb)
+        return _pools[key]
 
 
 def shutdown() -> None:
-    global _pool
+    """Stop every worker and remove the job roots (also run at interpreter exit)."""
     with _lock:
-        if _pool is not None:
-            _pool.close()
-            _pool = None
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()
 
 
 atexit.register(shutdown)
