@@ -42,6 +42,7 @@ class EngineEntry(BaseModel):
     tensorrt: str
     precision: str
     profiles: list[dict[str, Any]]
+    onnx: dict[str, str] = Field(default_factory=dict)  # graph files the engine was built from -> sha256
     parity: list[dict[str, Any]] = Field(default_factory=list)
 
 

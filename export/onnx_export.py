@@ -81,15 +81,15 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def example_inputs(spec: GraphSpec, batch: int = 2) -> tuple[torch.Tensor, ...]:
+def example_inputs(spec: GraphSpec, batch: int = 2, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, ...]:
     """Inputs to trace with. Batch 2 (not 1) so the exporter cannot specialise the batch axis to a constant."""
     if spec.name == VIDEO:
         _, f, c, h, w = spec.inputs[0].shape
-        return (torch.randn(batch, int(f), int(c), int(h), int(w)),)
+        return (torch.randn(batch, int(f), int(c), int(h), int(w), dtype=dtype),)
     t = 16000
     mask = torch.ones(batch, t, dtype=torch.int64)
     mask[1:, t // 2:] = 0  # a padded row, so the masking path is traced
-    return torch.randn(batch, t), mask
+    return torch.randn(batch, t, dtype=dtype), mask
 
 
 def _dynamic_shapes(spec: GraphSpec) -> dict[str, dict[int, Any]]:
@@ -102,19 +102,21 @@ def _dynamic_shapes(spec: GraphSpec) -> dict[str, dict[int, Any]]:
     return {"input_values": {0: batch, 1: time}, "attention_mask": {0: batch, 1: time}}
 
 
-def export_onnx(module: nn.Module, spec: GraphSpec, out_dir: Path, opset: int) -> ExportedGraph:
-    """Export `module` (a front end in eval mode, fp32, CPU) to `out_dir/<name>.onnx` (+ external data)."""
+def export_onnx(module: nn.Module, spec: GraphSpec, out_dir: Path, opset: int, stem: str | None = None,
+                dtype: torch.dtype = torch.float32) -> ExportedGraph:
+    """Export `module` (a front end in eval mode on CPU, weights in `dtype`) to `out_dir/<stem>.onnx` (+ external
+    data). A float16/bfloat16 export is a strongly typed graph for TensorRT 11, which has no precision flags."""
     import onnx
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{spec.name}.onnx"
+    path = out_dir / f"{stem or spec.name}.onnx"
     for old in (path, path.with_name(path.name + ".data")):
         old.unlink(missing_ok=True)
     module = module.eval()
     with torch.no_grad():
         torch.onnx.export(
             module,
-            example_inputs(spec),
+            example_inputs(spec, dtype=dtype),
             str(path),
             dynamo=True,
             input_names=[t.name for t in spec.inputs],
@@ -131,5 +133,5 @@ def export_onnx(module: nn.Module, spec: GraphSpec, out_dir: Path, opset: int) -
             if isinstance(axis, str) and dim.HasField("dim_param"):
                 dim.dim_param = axis
     onnx.save(model, str(path))
-    files = {p.name: sha256_file(p) for p in sorted(out_dir.glob(f"{spec.name}.onnx*"))}
+    files = {p.name: sha256_file(p) for p in (path, path.with_name(path.name + ".data")) if p.is_file()}
     return ExportedGraph(spec.name, path.name, files)

@@ -74,6 +74,41 @@ def select_profile(profs: Sequence[Profile], shapes: dict[str, Shape]) -> int:
     return -1
 
 
+def graph_digest(files: dict[str, str]) -> str:
+    """One sha256 for a graph and its external data (weights live in the .data file, not in the .onnx)."""
+    return hashlib.sha256(json.dumps(sorted(files.values())).encode()).hexdigest()
+
+
+def trt_major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    graph_dtype: str  # dtype of the ONNX graph the engine is built from
+    flags: tuple[str, ...]  # trt.BuilderFlag names (TensorRT 10 weak typing only)
+    error: str | None = None
+
+
+def precision_plan(precision: str, trt_version: str) -> PrecisionPlan:
+    """How to get `precision` out of this TensorRT.
+
+    TensorRT 10 builds reduced precision from the fp32 graph with builder flags (INT8 with a calibrator).
+    TensorRT 11 removed those flags (strongly typed networks only): fp16/bf16 engines are built from a graph
+    exported in that dtype; int8 needs an explicitly quantized (Q/DQ) graph, which this exporter does not make.
+    """
+    if precision not in PRECISIONS:
+        return PrecisionPlan("float32", (), f"unknown precision {precision!r}")
+    dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32")
+    if trt_major(trt_version) >= 11:
+        if precision == "int8":
+            return PrecisionPlan("float32", (), "TensorRT 11 has no implicit INT8 (it needs a Q/DQ-quantized "
+                                 "ONNX graph, e.g. from NVIDIA ModelOpt); use --precision fp16, bf16 or fp32")
+        return PrecisionPlan(dtype, ())
+    flags = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8", "FP16")}[precision]
+    return PrecisionPlan("float32", flags)
+
+
 def cache_key(gpu: str, trt_version: str, onnx_sha256: str, precision: str, profs: Sequence[Profile]) -> str:
     blob = json.dumps({"gpu": gpu, "tensorrt": trt_version, "onnx": onnx_sha256, "precision": precision,
                        "profiles": [p.to_dict() for p in profs]}, sort_keys=True)
@@ -128,6 +163,7 @@ class BuiltEngine:
     tensorrt: str
     precision: str
     profiles: list[dict[str, Any]]
+    onnx: dict[str, str]  # the graph files the engine was built from -> sha256
     cached: bool
 
     def entry(self) -> dict[str, Any]:
@@ -141,36 +177,33 @@ def build_engine(onnx_path: Path, profs: Sequence[Profile], precision: str, work
     """Parse the ONNX graph and build a serialized engine (TensorRT 10 API). Needs tensorrt and a GPU."""
     import tensorrt as trt
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}")
+    plan = precision_plan(precision, trt.__version__)
+    if plan.error:
+        raise ValueError(plan.error)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    network = builder.create_network(0)  # explicit batch only (10.x); strongly typed always (11.x)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # reads the external data next to the file
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb * (1 << 20))
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif precision == "bf16":
-        config.set_flag(trt.BuilderFlag.BF16)
-    elif precision == "int8":
-        # Implicit (calibrated) INT8 with FP16 fallback for layers TensorRT keeps out of INT8.
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.set_flag(trt.BuilderFlag.FP16)
+    for flag in plan.flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if "INT8" in plan.flags:
+        # Implicit (calibrated) INT8, FP16 for the layers TensorRT keeps out of INT8 (TensorRT 10 only).
         if calibration is None:
             raise ValueError("int8 needs calibration batches")
         config.int8_calibrator = _calibrator(trt, calibration(), onnx_path.with_suffix(".int8.cache"))
-    created = []
+    created: list[Any] = []
     for p in profs:
         op = builder.create_optimization_profile()
         for name, (lo, opt, hi) in p.shapes.items():
             op.set_shape(name, lo, opt, hi)
         config.add_optimization_profile(op)
         created.append(op)
-    if precision == "int8":
+    if "INT8" in plan.flags:
         config.set_calibration_profile(created[0])  # calibration batches must fit the first profile
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -207,11 +240,13 @@ def _calibrator(trt: Any, batches: list[dict[str, Any]], cache: Path) -> Any:
     return Calibrator()
 
 
-def build_all(out_dir: Path, graphs: dict[str, tuple[GraphSpec, str, str]], precision: str,
+def build_all(out_dir: Path, graphs: dict[str, tuple[GraphSpec, str, dict[str, str]]], precision: str,
               buckets_samples: Sequence[int], workspace_mb: int,
               calibration: Callable[[str], list[dict[str, Any]]] | None = None,
               on_graph: Callable[[str, bool], None] | None = None) -> list[BuiltEngine]:
-    """Build (or reuse from the cache) one engine per graph. graphs: name -> (spec, onnx file, onnx sha256)."""
+    """Build (or reuse from the cache) one engine per graph.
+
+    graphs: name -> (spec, ONNX file relative to out_dir, {graph file: sha256} incl. external data)."""
     import tensorrt as trt
 
     from export.onnx_export import sha256_file
@@ -219,9 +254,9 @@ def build_all(out_dir: Path, graphs: dict[str, tuple[GraphSpec, str, str]], prec
     gpu = gpu_name() or "unknown"
     out: list[BuiltEngine] = []
     (out_dir / "tensorrt").mkdir(parents=True, exist_ok=True)
-    for name, (spec, onnx_file, onnx_sha) in graphs.items():
+    for name, (spec, onnx_file, onnx_files) in graphs.items():
         profs = profiles(spec, buckets_samples)
-        key = cache_key(gpu, trt.__version__, onnx_sha, precision, profs)
+        key = cache_key(gpu, trt.__version__, graph_digest(onnx_files), precision, profs)
         rel = engine_name(name, precision, key)
         path = out_dir / rel
         cached = path.is_file()
@@ -232,7 +267,7 @@ def build_all(out_dir: Path, graphs: dict[str, tuple[GraphSpec, str, str]], prec
             tmp.write_bytes(data)
             tmp.replace(path)
         out.append(BuiltEngine(name, rel, sha256_file(path), key, gpu, trt.__version__, precision,
-                               [p.to_dict() for p in profs], cached))
+                               [p.to_dict() for p in profs], dict(onnx_files), cached))
         if on_graph:
             on_graph(name, cached)
     return out

@@ -123,7 +123,7 @@ def _onnx(settings: Settings, out_dir: Path, m: mf.Manifest) -> FrontEnds:
 
 def _tensorrt(out_dir: Path, m: mf.Manifest) -> FrontEnds:
     from engines.runtime.tensorrt import TrtGraph
-    from export.tensorrt_build import Profile, cache_key, gpu_name, unavailable_reason
+    from export.tensorrt_build import Profile, cache_key, gpu_name, graph_digest, unavailable_reason
 
     reason = unavailable_reason()
     if reason:
@@ -133,10 +133,10 @@ def _tensorrt(out_dir: Path, m: mf.Manifest) -> FrontEnds:
     gpu = gpu_name() or "unknown"
     graphs = {}
     for name in (VIDEO, AUDIO):
-        onnx_sha = m.graphs[name].files[m.graphs[name].file]
         for e in m.tensorrt:
             profs = [Profile({k: tuple(tuple(s) for s in v) for k, v in p.items()}) for p in e.profiles]
-            if e.graph == name and e.key == cache_key(gpu, trt.__version__, onnx_sha, e.precision, profs):
+            if e.graph == name and e.key == cache_key(gpu, trt.__version__, graph_digest(e.onnx), e.precision,
+                                                      profs):
                 if not e.parity or not all(r.get("passed") for r in e.parity):
                     raise ArtifactError(f"the {name} TensorRT engine ({e.precision}) failed or lacks its parity "
                                         "check at export; it will not be served")

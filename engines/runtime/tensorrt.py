@@ -55,7 +55,9 @@ class TrtGraph:
 
     def __call__(self, *inputs: Any) -> list[Any]:
         torch = self._torch
-        xs = [torch.as_tensor(x).cuda().contiguous() for x in inputs]
+        # the engine's own input types (a float16/bfloat16 graph for TensorRT 11 reduced precision)
+        xs = [torch.as_tensor(x).cuda().to(self._torch_dtype(n)).contiguous()
+              for n, x in zip(self.inputs, inputs, strict=True)]
         orig_t = xs[0].shape[1] if len(xs) == 2 else None
         idx = select_profile(self.profiles, {n: tuple(x.shape) for n, x in zip(self.inputs, xs, strict=True)})
         if idx < 0:

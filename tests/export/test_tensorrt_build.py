@@ -74,3 +74,48 @@ def test_tensorrt_is_reported_unavailable_here() -> None:
         assert reason is not None and "not installed" in reason
         return
     pytest.skip("tensorrt is installed here")
+
+
+def test_precision_plan_follows_the_tensorrt_major_version() -> None:
+    from export.tensorrt_build import precision_plan
+
+    # TensorRT 10: the fp32 graph plus builder flags (INT8 calibrated with an FP16 fallback)
+    assert precision_plan("fp32", "10.9.0").flags == ()
+    assert precision_plan("fp16", "10.9.0") == precision_plan("fp16", "10.13.2")
+    assert precision_plan("fp16", "10.9.0").flags == ("FP16",)
+    assert precision_plan("bf16", "10.9.0").graph_dtype == "float32"
+    assert precision_plan("int8", "10.9.0").flags == ("INT8", "FP16")
+    # TensorRT 11 has no precision flags: the precision is the graph's dtype; implicit INT8 is gone
+    p = precision_plan("bf16", "11.4.0")
+    assert (p.graph_dtype, p.flags, p.error) == ("bfloat16", (), None)
+    assert precision_plan("fp16", "11.4.0").graph_dtype == "float16"
+    assert "Q/DQ" in (precision_plan("int8", "11.4.0").error or "")
+    assert precision_plan("fp64", "10.9.0").error
+
+
+def test_graph_digest_covers_external_weights() -> None:
+    from export.tensorrt_build import graph_digest
+
+    a = {"video.onnx": "1" * 64, "video.onnx.data": "2" * 64}
+    assert graph_digest(a) == graph_digest(dict(reversed(a.items())))
+    assert graph_digest(a) != graph_digest({**a, "video.onnx.data": "3" * 64})
+
+
+def test_typed_fp16_graph_exports_for_tensorrt_11(tmp_path, torch_front_ends) -> None:
+    """The reduced-precision graph TensorRT 11 builds from: exported here on CPU, float16 in and out."""
+    import copy
+
+    import onnx
+    import torch
+
+    from export.onnx_export import export_onnx
+
+    spec = video_spec(16, 224, 64, max_batch=8)
+    typed = copy.deepcopy(torch_front_ends.video).to(torch.float16)
+    g = export_onnx(typed, spec, tmp_path / "tensorrt", 18, stem="video.fp16", dtype=torch.float16)
+    assert g.file == "video.fp16.onnx" and set(g.files) <= {"video.fp16.onnx", "video.fp16.onnx.data"}
+    model = onnx.load(str(tmp_path / "tensorrt" / g.file), load_external_data=False)
+    f16 = onnx.TensorProto.FLOAT16
+    assert model.graph.input[0].type.tensor_type.elem_type == f16
+    assert model.graph.output[0].type.tensor_type.elem_type == f16
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"

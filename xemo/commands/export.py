@@ -44,6 +44,15 @@ def run(settings: Settings, out: Path, fmt: str, precision: str) -> int:
         console.print(f"[yellow]TensorRT export skipped:[/] {trt_reason}. TensorRT engines are built on the GPU "
                       "machine that will serve them; here, use --format onnx (export.runtime: onnx).")
         return 3
+    if fmt in ("tensorrt", "all") and not trt_reason:
+        import tensorrt as trt
+
+        from export.tensorrt_build import precision_plan
+
+        plan = precision_plan(precision, trt.__version__)
+        if plan.error:
+            console.print(f"[red]error:[/] {plan.error}")
+            return 2
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     try:
         return _export(settings, Path(out), fmt, precision, trt_reason, console)
@@ -159,11 +168,20 @@ def _reusable(out: Path, new: Any) -> tuple[dict[str, Any], list[Any]]:
 def _tensorrt(out: Path, specs: list[Any], m: Any, modules: dict[str, Any], settings: Settings,
               precision: str) -> list[Any]:
     """Build (or reuse) engines, then measure their parity too; engines are listed in the manifest."""
+    import copy
+
+    import tensorrt as trt
+    import torch
+
     from engines.runtime.tensorrt import TrtGraph
     from export import manifest as mf
     from export import parity
-    from export.tensorrt_build import build_all, profiles
+    from export.onnx_export import export_onnx
+    from export.tensorrt_build import build_all, precision_plan, profiles
 
+    plan = precision_plan(precision, trt.__version__)
+    if plan.error:
+        raise XemoError(plan.error)
     e = settings.export
     by_name = {s.name: s for s in specs}
     buckets = [int(b * 16000) for b in e.audio_buckets_s]
@@ -182,7 +200,13 @@ def _tensorrt(out: Path, specs: list[Any], m: Any, modules: dict[str, Any], sett
             batches.append(batch)
         return batches
 
-    graphs = {s.name: (s, m.graphs[s.name].file, m.graphs[s.name].files[m.graphs[s.name].file]) for s in specs}
+    graphs = {s.name: (s, m.graphs[s.name].file, m.graphs[s.name].files) for s in specs}
+    if plan.graph_dtype != "float32":  # TensorRT 11: the precision lives in the graph's types
+        dtype = getattr(torch, plan.graph_dtype)
+        for s in specs:
+            typed = copy.deepcopy(modules[s.name]).to(dtype)
+            g = export_onnx(typed, s, out / "tensorrt", e.opset, stem=f"{s.name}.{precision}", dtype=dtype)
+            graphs[s.name] = (s, f"tensorrt/{g.file}", {f"tensorrt/{k}": v for k, v in g.files.items()})
     built = build_all(out, graphs, precision, buckets, e.trt_workspace_mb, calibration)
     rows = []
     for b in built:
