@@ -276,7 +276,7 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
     src = (audio_path, afmt, "audio") if audio_path is not None else (video, vfmt, "video") if own_audio else None
     if src is not None:
         got = decode_audio(src[0], src[1], cs, src[2])
-        if got is None and audio_path is not None and meta["video"] is None:
+        if got is None and audio_path is not None:  # asked for explicitly: silently dropping it would mislead
             raise NoStreams("the audio file has no audio track; upload a wav, flac, ogg or mp3 with sound in it")
         if got is not None:
             arrays["audio"], info = got

@@ -127,6 +127,11 @@ def test_separate_audio_replaces_the_clips_own_track(
     assert len({own.sha256, replaced.sha256, added.sha256}) == 3
 
 
+def test_separate_audio_without_sound_is_no_streams(testsrc_mp4: Path, video_only_mp4: Path) -> None:
+    with pytest.raises(NoStreams, match="audio file has no audio track"):
+        ingest(testsrc_mp4, video_only_mp4, settings())
+
+
 def test_bytes_and_path_give_the_same_clip(testsrc_mp4: Path) -> None:
     a = ingest(testsrc_mp4, None, settings())
     b = ingest(testsrc_mp4.read_bytes(), None, settings())
