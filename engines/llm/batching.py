@@ -1,12 +1,14 @@
 """Continuous batching shared by the LLM backends: one engine thread owns the model and schedules sequences.
 
-Between decode steps the engine admits waiting sequences (FIFO) up to `max_num_seqs`, prefilling each one;
-every step then decodes one token for all running sequences in a single forward pass. Finished and cancelled
+Between decode steps the engine admits waiting sequences (FIFO) up to `max_num_seqs`; every step then decodes
+one token for all running sequences in a single forward pass. Prompts are prefilled in chunks of at most
+`prefill_chunk` tokens, one chunk between two decode steps, so a 700-token multimodal prompt joining the batch
+delays the running streams by one chunk at a time instead of its whole prefill. Finished and cancelled
 sequences leave at once and their slot (and KV cells) are freed. Tokens go back to the event loop with
 `loop.call_soon_threadsafe`, so no model work ever runs on the loop.
 
-A backend subclasses `BatchedBackend` and implements the model hooks `_prefill`, `_decode`, `_release` and
-`_score` (all called only from the engine thread).
+A backend subclasses `BatchedBackend` and implements the model hooks `_prefill_chunk`, `_decode`, `_release`
+and `_score` (all called only from the engine thread).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,7 @@ class Seq:
     cancelled: bool = False
     slot: int = -1
     pos: int = 0  # next position to write (= tokens in the KV cache)
+    cursor: tuple[int, int] = (0, 0)  # prefill progress: (part index, offset in that part)
     last_token: int = -1
     state: dict[str, Any] = field(default_factory=dict)  # backend-specific (grammar sampler, cache rows)
     usage: dict[str, int] = field(default_factory=dict)
@@ -120,6 +123,8 @@ class BatchedBackend(LLMBackend):
         self.step_listeners: list[Callable[[int], None]] = []
         self._waiting: collections.deque[Seq] = collections.deque()
         self._running: list[Seq] = []
+        self._prefilling: list[Seq] = []  # admitted (slot held), prompt partly in the KV cache
+        self.prefill_chunk = 256
         self._free_slots = list(range(max_num_seqs))
         self._cv = threading.Condition()
         self._closed = False
@@ -127,8 +132,9 @@ class BatchedBackend(LLMBackend):
 
     # ---- model hooks (engine thread only) -------------------------------------------------------------
     @abc.abstractmethod
-    def _prefill(self, seq: Seq) -> np.ndarray:
-        """Put the prompt of `seq` into its slot's KV cache; return next-token logits (vocab,)."""
+    def _prefill_chunk(self, seq: Seq, parts: list[Part], pos0: int, last: bool) -> np.ndarray | None:
+        """Append `parts` (positions pos0...) to the KV cache of `seq`; when `last`, return the next-token
+        logits (vocab,) after the whole prompt."""
 
     @abc.abstractmethod
     def _decode(self, seqs: list[Seq]) -> list[np.ndarray]:
@@ -139,8 +145,9 @@ class BatchedBackend(LLMBackend):
         """Drop the KV cells of `seq` (its slot is reused afterwards)."""
 
     @abc.abstractmethod
-    def _score(self, seq: Seq) -> list[float]:
-        """Sum log-prob of each of `seq.choices` as the continuation of the prompt; leaves no KV behind."""
+    def _score(self, seq: Seq, first: np.ndarray) -> list[float]:
+        """Sum log-prob of each of `seq.choices` after the prefilled prompt (`first` = its next-token logits);
+        the KV cache must hold only the prompt afterwards."""
 
     @abc.abstractmethod
     def _detokenizer(self) -> Detokenizer: ...
@@ -194,7 +201,7 @@ class BatchedBackend(LLMBackend):
         return dict(zip(choices, res, strict=True))
 
     def stats(self) -> dict[str, int]:
-        return {"running": len(self._running), "waiting": len(self._waiting)}
+        return {"running": len(self._running) + len(self._prefilling), "waiting": len(self._waiting)}
 
     def close(self) -> None:
         with self._cv:
@@ -257,46 +264,78 @@ class BatchedBackend(LLMBackend):
     def _loop(self) -> None:
         while True:
             with self._cv:
-                while not self._closed and not self._waiting and not self._running:
+                while not self._closed and not (self._waiting or self._running or self._prefilling):
                     self._cv.wait()
                 if self._closed:
                     break
-                admit: list[Seq] = []
-                while self._waiting and len(self._running) + len(admit) < self.max_num_seqs:
+                while self._waiting and len(self._running) + len(self._prefilling) < self.max_num_seqs:
                     s = self._waiting.popleft()
                     if not s.cancelled:
-                        admit.append(s)
-            for s in admit:
-                self._admit(s)
-            for s in [s for s in self._running if s.cancelled]:
-                self._finish(s, None)
-            if self._running:
-                self._step()
+                        s.slot, s.pos, s.cursor = self._free_slots.pop(0), 0, (0, 0)
+                        self._prefilling.append(s)
+            try:
+                self._iteration()
+            except Exception as e:  # a bug must not kill the engine and leave consumers waiting forever
+                log.exception("LLM engine iteration failed")
+                for s in self._running + self._prefilling:
+                    self._fail(s, e)
+                self._running, self._prefilling = [], []
         # Closing: fail whatever is still queued or running so no consumer waits forever.
-        for s in list(self._running) + list(self._waiting):
+        for s in self._running + self._prefilling + list(self._waiting):
             self._send(s, ModelError("the LLM backend was closed"))
-            if s in self._running:
+            if s.slot >= 0:
                 self._finish(s, None)
+        self._running, self._prefilling = [], []
         self._waiting.clear()
 
-    def _admit(self, s: Seq) -> None:
-        s.slot = self._free_slots.pop(0)
-        s.pos = 0
+    def _iteration(self) -> None:
+        """One prefill chunk (if any prompt is pending), then one decode step for every running sequence."""
+        for s in [s for s in self._running + self._prefilling if s.cancelled]:
+            self._finish(s, None)
+        if self._prefilling:
+            self._prefill_next(self._prefilling[0])
+        if self._running:
+            self._step()
+
+    def _prefill_next(self, s: Seq) -> None:
+        parts, n, done = self._take(s, self.prefill_chunk)
         try:
+            logits = self._prefill_chunk(s, parts, s.pos, done)
+            s.pos += n
+            if not done:
+                return
+            self._prefilling.remove(s)
+            assert logits is not None
             if s.choices is not None:
-                scores = self._score(s)
-                self._release(s)
-                self._free_slots.append(s.slot)
+                scores = self._score(s, logits)
+                self._finish(s, None)
                 self._send(s, scores)
                 return
-            logits = self._prefill(s)
-            s.pos = s.n_prompt
         except Exception as e:  # any failure goes to that request; the engine lives on
+            if s in self._prefilling:
+                self._prefilling.remove(s)
             self._fail(s, e)
             return
         s.usage = {"prompt_tokens": s.n_prompt, "completion_tokens": 0}
         self._running.append(s)
         self._emit(s, logits)
+
+    @staticmethod
+    def _take(s: Seq, budget: int) -> tuple[list[Part], int, bool]:
+        """The next at most `budget` prompt tokens of `s` (never mixing kinds within one part)."""
+        k, off = s.cursor
+        out: list[Part] = []
+        n = 0
+        while k < len(s.parts) and n < budget:
+            kind, data = s.parts[k]
+            piece = data[off : off + budget - n]
+            out.append((kind, piece))
+            n += len(piece)
+            off += len(piece)
+            if off >= len(data):
+                k, off = k + 1, 0
+        s.cursor = (k, off)
+        return out, n, k >= len(s.parts)
 
     def _step(self) -> None:
         batch = list(self._running)
@@ -339,6 +378,8 @@ class BatchedBackend(LLMBackend):
     def _finish(self, s: Seq, reason: str | None) -> None:
         if s in self._running:
             self._running.remove(s)
+        if s in self._prefilling:
+            self._prefilling.remove(s)
         try:
             self._release(s)
         finally:
@@ -357,7 +398,3 @@ class BatchedBackend(LLMBackend):
             self._free_slots.append(s.slot)
             s.slot = -1
         self._send(s, e)
-
-
-def split_ids(ids: Sequence[int], n: int) -> list[list[int]]:
-    return [list(ids[i : i + n]) for i in range(0, len(ids), n)]

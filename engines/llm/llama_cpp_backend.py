@@ -22,7 +22,7 @@ import numpy as np
 
 from engines.errors import BadRequest, ModelError
 from engines.llm.base import SamplingParams
-from engines.llm.batching import BatchedBackend, Seq, split_ids
+from engines.llm.batching import BatchedBackend, Seq
 from engines.llm.gguf_embeddings import GGUFEmbeddings
 from engines.llm.sampling import Constraint, Detokenizer
 
@@ -235,24 +235,19 @@ class LlamaCppBackend(BatchedBackend):
         if rc != 0:
             raise ModelError(f"llama_decode failed ({rc})")
 
-    def _prefill_parts(self, seq: Seq) -> None:
-        pos = 0
-        last = len(seq.parts) - 1
-        for k, (kind, data) in enumerate(seq.parts):
-            chunks = (
-                split_ids(data, _N_BATCH)
-                if kind == "ids"
-                else [data[i : i + _N_BATCH] for i in range(0, len(data), _N_BATCH)]
-            )
-            for j, chunk in enumerate(chunks):
-                final = k == last and j == len(chunks) - 1
-                emb = np.ascontiguousarray(chunk, dtype=np.float32) if kind == "embd" else None
-                self._run_batch(seq.slot, pos, chunk if kind == "ids" else None, emb, "last" if final else "none")
-                pos += len(chunk)
-
-    def _prefill(self, seq: Seq) -> np.ndarray:
-        self._prefill_parts(seq)
-        return self._logits(-1)
+    def _prefill_chunk(self, seq: Seq, parts: list, pos0: int, last: bool) -> np.ndarray | None:
+        pos = pos0
+        for k, (kind, data) in enumerate(parts):
+            final = last and k == len(parts) - 1
+            for i in range(0, len(data), _N_BATCH):
+                piece = data[i : i + _N_BATCH]
+                want = "last" if final and i + _N_BATCH >= len(data) else "none"
+                if kind == "ids":
+                    self._run_batch(seq.slot, pos, list(piece), None, want)
+                else:
+                    self._run_batch(seq.slot, pos, None, np.ascontiguousarray(piece, dtype=np.float32), want)
+                pos += len(piece)
+        return self._logits(-1) if last else None
 
     def _decode(self, seqs: list[Seq]) -> list[np.ndarray]:
         b = self._tok_batch
@@ -272,9 +267,7 @@ class LlamaCppBackend(BatchedBackend):
         if seq.sampler is not None and seq.sampler.constraint is not None:
             seq.sampler.constraint.close()
 
-    def _score(self, seq: Seq) -> list[float]:
-        self._prefill_parts(seq)
-        first = self._logits(-1)
+    def _score(self, seq: Seq, first: np.ndarray) -> list[float]:
         n = seq.n_prompt
         out = []
         for ids in seq.choices or []:
@@ -283,7 +276,7 @@ class LlamaCppBackend(BatchedBackend):
                 self._run_batch(seq.slot, n, ids[:-1], None, "all")
                 for j, t in enumerate(ids[1:]):
                     lp += _logprob(self._logits(j), t)
-                self.lib.llama_memory_seq_rm(self.mem, seq.slot, n, -1)
+                self.lib.llama_memory_seq_rm(self.mem, seq.slot, n, -1)  # back to just the prompt
             out.append(lp)
         return out
 

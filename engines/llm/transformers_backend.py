@@ -225,22 +225,20 @@ class TransformersBackend(BatchedBackend):
                 chunks.append(torch.from_numpy(data).to(device=self.device, dtype=self.dtype))
         return torch.cat(chunks).unsqueeze(0).to(self.dtype)
 
-    def _forward_prompt(self, seq: Seq) -> tuple[Any, Any]:
+    def _prefill_chunk(self, seq: Seq, parts: list, pos0: int, last: bool) -> np.ndarray | None:
         from transformers import DynamicCache
 
         torch = _torch()
-        cache = DynamicCache()
-        x = self._embeds(seq.parts)
-        pos = torch.arange(x.shape[1], device=self.device).unsqueeze(0)
-        out = self.model(inputs_embeds=x, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1], cache
-
-    def _prefill(self, seq: Seq) -> np.ndarray:
-        torch = _torch()
+        cache = seq.state.setdefault("cache", DynamicCache())  # this sequence alone, until the prompt is in
         with torch.inference_mode():
-            logits, cache = self._forward_prompt(seq)
-        seq.state["kv"] = [(layer.keys, layer.values) for layer in cache.layers]
-        return logits.float().cpu().numpy()
+            x = self._embeds(parts)
+            pos = torch.arange(pos0, pos0 + x.shape[1], device=self.device).unsqueeze(0)
+            out = self.model(inputs_embeds=x, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
+        if not last:
+            return None
+        if seq.choices is None:  # hand the rows to the batched cache at the next decode step
+            seq.state["kv"] = [(layer.keys, layer.values) for layer in seq.state.pop("cache").layers]
+        return out.logits[0, -1].float().cpu().numpy()
 
     def _rebatch(self, seqs: list[Seq]) -> None:
         """Rebuild the left-padded batched cache for exactly `seqs` (in this order)."""
@@ -291,26 +289,27 @@ class TransformersBackend(BatchedBackend):
 
     def _release(self, seq: Seq) -> None:
         seq.state.pop("kv", None)
+        seq.state.pop("cache", None)
         if seq in self._rows and len(self._rows) == 1:
             self._rows, self._cache, self._mask = [], None, None  # nothing left: drop the batch cache now
         # otherwise the row is dropped when the next step rebuilds the batch without it
 
-    def _score(self, seq: Seq) -> list[float]:
+    def _score(self, seq: Seq, first: np.ndarray) -> list[float]:
         torch = _torch()
         n = seq.n_prompt
+        cache = seq.state["cache"]
+        first_lp = torch.log_softmax(torch.from_numpy(first).double(), -1)
         out = []
         with torch.inference_mode():
-            first, cache = self._forward_prompt(seq)
-            first_lp = torch.log_softmax(first.float(), -1)
             for ids in seq.choices or []:
                 lp = float(first_lp[ids[0]])
                 if len(ids) > 1:
                     x = torch.tensor([ids[:-1]], device=self.device)
                     pos = torch.arange(n, n + len(ids) - 1, device=self.device).unsqueeze(0)
                     logits = self.model(input_ids=x, position_ids=pos, cache=cache, use_cache=True).logits[0]
-                    lps = torch.log_softmax(logits.float(), -1)
+                    lps = torch.log_softmax(logits.double(), -1)
                     lp += float(sum(lps[j, t] for j, t in enumerate(ids[1:])))
-                    cache.crop(-(len(ids) - 1))  # drop the choice again (negative = tokens to remove)
+                    cache.crop(-(len(ids) - 1))  # back to just the prompt (negative = tokens to remove)
                 out.append(lp)
         return out
 

@@ -83,6 +83,19 @@ def test_soft_tokens_of_a_text_continue_exactly_like_the_text(backend: LLMBacken
     assert _text(asyncio.run(_collect(backend, [PROMPT], _greedy(8)))).startswith("The capital of France")
 
 
+def test_chunked_prefill_gives_the_same_continuation_and_scores(backend: LLMBackend, solo) -> None:
+    emb = backend.embed_tokens(backend.tokenize(PROMPT))
+    before = asyncio.run(backend.score_choices([PROMPT], [" Paris", " London"]))
+    old = backend.prefill_chunk
+    backend.prefill_chunk = 5  # the 16-token prompt now enters the KV cache over 4 engine iterations
+    try:
+        assert [t.token_id for t in asyncio.run(_collect(backend, [emb], _greedy()))] == solo[PROMPT]
+        after = asyncio.run(backend.score_choices([PROMPT], [" Paris", " London"]))
+    finally:
+        backend.prefill_chunk = old
+    assert after == pytest.approx(before, abs=1e-3)
+
+
 def test_batched_generation_with_staggered_joins_equals_one_by_one(backend: LLMBackend, solo) -> None:
     sizes: list[int] = []
     backend.step_listeners.append(sizes.append)
