@@ -75,12 +75,14 @@ async def analyze(request: Request) -> Response:
     rid = request_id(request)
     job = Job(state, rid, received_at(request), "http")
     limits = UploadLimits(state.settings.ingest.max_bytes, state.settings.server.max_field_bytes)
+    body_read = False
     try:
         job.authorize(request.headers.get("authorization"))
         check_content_length(request.headers, limits)
         job.admit()
         t = time.perf_counter()
         form = await read_multipart(request.headers.get("content-type"), request.stream(), limits)
+        body_read = True
         job.observe_stage("upload", time.perf_counter() - t)
         opts = parse_options(form.fields)
         streaming = opts.stream or "text/event-stream" in request.headers.get("accept", "")
@@ -91,7 +93,10 @@ async def analyze(request: Request) -> Response:
             job.finish("cancelled")
             return Response(status_code=499)
     except Exception as e:
-        return error_response(job.fail(e), rid)
+        resp = error_response(job.fail(e), rid)
+        if not body_read:  # answered before the body was read: close rather than read the rest of it
+            resp.headers["Connection"] = "close"
+        return resp
 
     if streaming:
         return EventStreamResponse(job.events())

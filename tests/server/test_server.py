@@ -255,6 +255,7 @@ def test_413_is_sent_before_the_whole_body_is(server: ServerProcess) -> None:
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b'"type":"too_large"' in reply.replace(b" ", b"")
     assert sent < planned / 4  # refused while streaming, long before the end of the body
+    print(f"413 after {sent} of {planned} body bytes (limit {MAX_BYTES})")
 
 
 def test_413_on_declared_length_without_reading_the_body(server: ServerProcess) -> None:
