@@ -44,11 +44,12 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def analyze(p: LitePipeline, path: Path, transcript: str | None = None) -> tuple[list, Answer]:
+def analyze(p: LitePipeline, path: Path, transcript: str | None = None, max_tokens: int = 64) -> tuple[list, Answer]:
     clip = ingest(path, None, p.settings.ingest)
 
     async def go() -> tuple[list, Answer]:
-        events = [ev async for ev in p.stream(AnalyzeRequest(clip=clip, transcript=transcript))]
+        req = AnalyzeRequest(clip=clip, transcript=transcript, max_tokens=max_tokens)
+        events = [ev async for ev in p.stream(req)]
         return events, events[-1].answer
 
     return asyncio.run(go())
