@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from eval.embed import CachedEmbedder
-from eval.emocue360 import score
+from eval.emocue360 import format_table, score
 
 REPO = Path(__file__).resolve().parents[2]
 REF = {
@@ -47,9 +47,12 @@ def test_score_json_matches_the_library(files: tuple[Path, Path], minilm: Cached
             assert out[cat][k] == pytest.approx(lib[cat][k], abs=1e-5)
     assert out["coverage"]["missing"] == ["b"] and out["coverage"]["coverage"] == 0.5
 
-    table = xemo("score", "--pred", str(pred), "--ref", str(ref), "--matching", "one-to-one", "--threshold", "0.6")
-    assert table.returncode == 0, table.stderr
-    assert "one-to-one" in table.stdout and "missing predictions (1): b" in table.stdout
+
+
+def test_score_table(minilm: CachedEmbedder) -> None:
+    table = format_table(score(PRED, REF, minilm, "one-to-one", 0.6))
+    assert "one-to-one, threshold 0.6" in table and "missing predictions (1): b" in table
+    assert "coverage: 1/2 reference samples predicted (50.0%)" in table
 
 
 def test_score_bad_input_exits_2(files: tuple[Path, Path], tmp_path: Path) -> None:
