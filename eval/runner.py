@@ -257,7 +257,7 @@ def run_benchmark(settings: Settings, manifest: Path, out: Path, server: str | N
     emb = embedder if embedder is not None else default_embedder(settings.eval.embedder)
     if not isinstance(emb, CachedEmbedder):
         emb = CachedEmbedder(emb)
-    ext = extractor if extractor is not None else make_extractor(settings, "offline", emb)
+    ext = extractor if extractor is not None else make_extractor(settings, settings.eval.extractor, emb)
     rep, rep_answer = extract_and_score(rows, records, ext, emb, matching, threshold)
     model = analyzer.model or next((r["answer"].get("model") for r in records.values()
                                     if r.get("status") == "ok" and r["answer"].get("model")), "")
