@@ -102,7 +102,7 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
             reply = pool.run(job, settings.decode_timeout_s, wait_s=settings.decode_timeout_s)
         if not reply.get("ok"):
             cls = getattr(errors, str(reply.get("type")), None)
-            if not (isinstance(cls, type) and issubclass(cls, errors.MediaError)):
+            if not (isinstance(cls, type) and issubclass(cls, (errors.MediaError, errors.ModelError))):
                 cls = errors.CorruptMedia
             raise cls(str(reply.get("message", "the file could not be decoded")))
         # Copy-on-write maps of the worker's files: no read or copy now, pages come from the page cache as used,

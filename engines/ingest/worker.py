@@ -45,13 +45,6 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
 
     try:
         meta, arrays = process(job, IngestSettings(**job["settings"]))
-        out = Path(job["dir"])
-        names = {}
-        for name, arr in arrays.items():
-            path = out / f"{name}.npy"
-            np.save(path, np.ascontiguousarray(arr), allow_pickle=False)  # parent loads with allow_pickle=False
-            names[name] = path.name
-        return {"ok": True, "meta": meta, "arrays": names}
     except errors.MediaError as e:
         return {"ok": False, "type": type(e).__name__, "message": e.message}
     except MemoryError:
@@ -66,6 +59,17 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
             "type": "CorruptMedia",
             "message": f"the file could not be decoded ({type(e).__name__}); it may be damaged: re-export it",
         }
+    out = Path(job["dir"])
+    try:
+        for name, arr in arrays.items():
+            np.save(out / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+    except OSError as e:  # our side (temp disk full), not the upload's fault
+        return {
+            "ok": False,
+            "type": "ModelError",
+            "message": f"the server could not store decoded media ({e.strerror})",
+        }
+    return {"ok": True, "meta": meta, "arrays": sorted(arrays)}
 
 
 def _jail(job_root: str) -> bool:
