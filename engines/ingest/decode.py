@@ -327,9 +327,10 @@ def _video_part(
     # microseconds: decord reports float32 seconds, PyAV exact ones; both agree at this precision
     meta["frame_times"] = [round(float(t), 6) for t in ftimes]
     meta["timeline_times"] = [round(float(t), 6) for t in ttimes]
-    if fps <= 0 and len(times) > 1:
-        fps = (len(times) - 1) / float(times[-1] - times[0])
-    duration = float(times[-1] - times[0]) + (1.0 / fps if fps > 0 else 0.0)
+    span = float(times[-1] - times[0])
+    if fps <= 0 and span > 0:
+        fps = (len(times) - 1) / span
+    duration = span + (min(1.0 / fps, 1.0) if fps > 0 else 0.0)  # + the last frame's own duration
     meta["video"] = asdict(
         VideoInfo(width=dw, height=dh, fps=round(fps, 3), frames=len(times), codec=codec, rotation=(rotation % 360))
     )
