@@ -226,6 +226,18 @@ def test_hung_decoder_times_out_and_is_replaced(testsrc_mp4: Path) -> None:
     assert clip.frames is not None and clip.frames.shape[0] == 16
 
 
+def _wait_for_job(root: Path, clip: Path) -> None:
+    """Block until a call has copied `clip` into its job directory; the pipe write follows within microseconds."""
+    size = clip.stat().st_size
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if any(p.stat().st_size == size for p in root.glob("job-*/video.*")):
+            time.sleep(0.1)
+            return
+        time.sleep(0.02)
+    raise AssertionError("the ingest call never reached its worker")
+
+
 def _crash_mid_job(clip: Path, s: IngestSettings) -> object:
     """Run one ingest while its worker is frozen, then SIGKILL the worker (a segfault, seen from outside)."""
     pool = get_pool(s.decode_workers, s.worker_memory_mb)
@@ -241,7 +253,7 @@ def _crash_mid_job(clip: Path, s: IngestSettings) -> object:
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.5)  # the job is in the pipe now
+    _wait_for_job(pool.root, clip)
     os.kill(pid, signal.SIGKILL)
     t.join(timeout=30)
     assert len(outcome) == 1
@@ -356,7 +368,7 @@ def test_all_decoders_busy_is_overloaded_not_a_pileup(testsrc_mp4: Path) -> None
         )
     )
     holder.start()
-    time.sleep(0.3)
+    _wait_for_job(pool.root, testsrc_mp4)
     with pytest.raises(Overloaded, match="busy"):
         ingest(testsrc_mp4, None, s.model_copy(update={"decode_timeout_s": 0.5}))
     holder.join(timeout=30)
