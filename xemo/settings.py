@@ -62,7 +62,8 @@ class LiteSettings(BaseModel):
     label_calibration: bool = False
     labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS))
     use_fer: bool = True
-    use_timeline: bool = True
+    use_timeline: bool = True  # perceive the denser timeline frames instead of the 16 uniform ones
+    max_timeline_frames: int = 48
     audio_backend: Literal["librosa", "opensmile", "parselmouth"] = "librosa"
     fer_runtime: Literal["onnx", "torch"] = "onnx"  # FER mini-Xception; torch is also the fallback
     cache_dir: Path | None = None  # exported artefacts (FER ONNX); None = ~/.cache/xemo

@@ -134,6 +134,9 @@ class LitePipeline(Pipeline):
         frames, times = clip.frames, clip.frame_times
         if self.lite.use_timeline and clip.timeline is not None and len(clip.timeline) > 0:
             frames, times = clip.timeline, clip.timeline_times
+            if len(frames) > self.lite.max_timeline_frames:  # face mesh cost grows with frames: keep it bounded
+                keep = np.linspace(0, len(frames) - 1, self.lite.max_timeline_frames).round().astype(int)
+                frames, times = frames[keep], [times[i] for i in keep]
 
         async def timed(stage: str, item: Any) -> Any:
             t = time.perf_counter()
