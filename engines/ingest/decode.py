@@ -8,6 +8,7 @@ PyAV demuxes, extracts audio, and decodes video when decord is not asked for or 
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict
 from fractions import Fraction
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import av
 import numpy as np
 
-from engines.errors import CorruptMedia, MediaError, NoStreams, TooLong, TooManyPixels
+from engines.errors import CorruptMedia, MediaError, NoStreams, TooLarge, TooLong, TooManyPixels
 from engines.ingest import sampling
 from engines.ingest.formats import AUDIO_ONLY, DEMUXER_OPTIONS, DEMUXERS, SAFE_OPTIONS
 from engines.types import AudioInfo, VideoInfo
@@ -266,6 +267,8 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
         try:
             duration, own_audio = _video_part(video, vfmt, cs, job.get("decoder", cs.video_decoder), meta, arrays)
         except av.FFmpegError as e:
+            if e.errno == errno.ENOMEM:
+                raise TooLarge("decoding this video needs more memory than allowed; upload a smaller clip") from None
             raise CorruptMedia(
                 f"the video could not be decoded ({_reason(e)}); the file may be damaged: re-export it and upload again"
             ) from None
