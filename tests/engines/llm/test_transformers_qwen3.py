@@ -133,6 +133,17 @@ def test_int8_dynamic_quantization_shrinks_the_weights_and_still_generates(qwen3
         q.close()
 
 
+def test_bfloat16_weights_load_and_generate(qwen3_dir: Path, qwen3) -> None:
+    h = load_backend(qwen3_dir, "transformers", dtype="bfloat16", n_threads=1, max_num_seqs=2)
+    try:
+        assert h.model_bytes * 2 == qwen3.model_bytes
+        soft = h.embed_tokens(h.tokenize("the person"))  # float32 out, whatever the weights are
+        assert soft.dtype.name == "float32"
+        assert len(_ids(h, [soft, " smiles"], 4)) >= 1
+    finally:
+        h.close()
+
+
 def test_unusable_settings_give_clear_model_errors(qwen3_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="int4"):
         load_backend(qwen3_dir, "transformers", quantization="int4")
