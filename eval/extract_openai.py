@@ -21,7 +21,23 @@ from xemo.settings import EvalSettings
 
 log = logging.getLogger("xemo.eval.extract")
 
-SYSTEM_PROMPT = """You split a description of a person's emotional state in a video into atomic cues.
+EXAMPLE_DESCRIPTION = (
+    "In the video, a young man sits at a desk in a dim office, staring at a letter. His brows are drawn together "
+    "and his lips are pressed tightly, and at one point he rubs his forehead with his hand. In the audio, he "
+    "speaks slowly in a low, heavy voice and sighs before the last word. The subtitle says, \"So that's it, "
+    "then.\" Combining his tense face, the sigh and the resigned words, he seems to have received disappointing "
+    "news, and the overall emotion is sadness mixed with frustration."
+)
+EXAMPLE_CUES = {
+    "visual": ["A young man sits at a desk.", "The office is dim.", "He stares at a letter.",
+               "His brows are drawn together.", "His lips are pressed tightly.",
+               "He rubs his forehead with his hand."],
+    "auditory": ["He speaks slowly.", "His voice is low and heavy.", "He sighs before the last word.",
+                 "Subtitle text: 'So that's it, then.'"],
+    "emotional": ["He seems to have received disappointing news.", "His words sound resigned.",
+                  "The tense face and the sigh convey distress.", "He feels sad.", "He feels frustrated."],
+}
+SYSTEM_PROMPT = f"""You split a description of a person's emotional state in a video into atomic cues.
 Return one JSON object with exactly three keys, each a list of short, self-contained statements:
 "visual" (what is seen: face, gaze, gestures, posture, clothing, setting),
 "auditory" (what is heard: voice, tone, pitch, loudness, pace, laughter, sighs; quoted speech as
@@ -29,17 +45,27 @@ Return one JSON object with exactly three keys, each a list of short, self-conta
 One fact per statement. Do not invent cues that the description does not contain.
 
 Worked example.
-Description: In the video, a young man sits at a desk in a dim office, staring at a letter. His brows are drawn
-together and his lips are pressed tightly, and at one point he rubs his forehead with his hand. In the audio,
-he speaks slowly in a low, heavy voice and sighs before the last word. The subtitle says, "So that's it, then."
-Combining his tense face, the sigh and the resigned words, he seems to have received disappointing news, and
-the overall emotion is sadness mixed with frustration.
-JSON: {"visual": ["A young man sits at a desk.", "The office is dim.", "He stares at a letter.",
-"His brows are drawn together.", "His lips are pressed tightly.", "He rubs his forehead with his hand."],
-"auditory": ["He speaks slowly.", "His voice is low and heavy.", "He sighs before the last word.",
-"Subtitle text: 'So that's it, then.'"], "emotional": ["He seems to have received disappointing news.",
-"His words sound resigned.", "The tense face and the sigh convey distress.", "He feels sad.",
-"He feels frustrated."]}"""
+Description: {EXAMPLE_DESCRIPTION}
+JSON: {json.dumps(EXAMPLE_CUES)}"""
+
+_PERSON = {"he": "x", "she": "x", "they": "x", "his": "y", "her": "y", "him": "y", "their": "y", "man": "p",
+           "woman": "p", "lady": "p", "girl": "p", "boy": "p", "person": "p"}
+
+
+def _norm(cue: str) -> str:
+    # Pronouns and person nouns are swapped when a model copies the example for a clip of a woman.
+    return " ".join(_PERSON.get(w, w) for w in re.findall(r"[a-z']+", cue.lower()))
+
+
+_EXAMPLE_SET = {_norm(c) for xs in EXAMPLE_CUES.values() for c in xs}
+
+
+def echoes_example(cues: Cues) -> bool:
+    """Small models often copy the worked example instead of reading the description: half or more of the
+    returned cues equal to example cues (up to pronouns) counts as a failed reply."""
+    flat = [_norm(c) for xs in cues.values() for c in xs]
+    return bool(flat) and sum(c in _EXAMPLE_SET for c in flat) * 2 >= len(flat)
+
 
 REMINDER = ('Answer with only a JSON object of the form {"visual": [...], "auditory": [...], "emotional": [...]} '
             "whose lists hold short strings.")
@@ -121,6 +147,8 @@ class OpenAIExtractor:
         for attempt in range(1 + max(0, self.settings.openai_retries)):
             try:
                 cues = parse_cues(self._ask(text, reminder=attempt > 0))
+                if echoes_example(cues):
+                    raise ExtractionFailed("the reply repeats the worked example")
                 self.stats["ok"] += 1
                 self.stats["retried"] += int(attempt > 0)
                 return cues

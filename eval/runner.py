@@ -149,9 +149,10 @@ def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]
     the cues extracted from the explanations (the paper's protocol) and of the answers' structured cues."""
     preds: dict[str, dict[str, list[str]]] = {}
     refs: dict[str, dict[str, list[str]]] = {}
+    embedder.encode(["warm-up"])  # per-clip times exclude loading the embedding model
     warmup = getattr(extractor, "warmup", None)
     if callable(warmup):
-        warmup()  # per-clip extraction times exclude loading the embedder
+        warmup()
     for row in rows:
         rec = records.get(row.id)
         ref_src = "manifest" if row.reference_cues is not None else \

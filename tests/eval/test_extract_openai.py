@@ -16,7 +16,7 @@ import pytest
 
 from eval.embed import CachedEmbedder
 from eval.extract_offline import OfflineExtractor
-from eval.extract_openai import ExtractionFailed, OpenAIExtractor, parse_cues
+from eval.extract_openai import EXAMPLE_CUES, ExtractionFailed, OpenAIExtractor, echoes_example, parse_cues
 from xemo.settings import EvalSettings
 
 PARAGRAPH = (
@@ -129,3 +129,13 @@ def test_parse_cues_validates_and_normalises() -> None:
                 '{"visual": [1, 2]}', "{not json"):
         with pytest.raises(ExtractionFailed):
             parse_cues(bad)
+
+
+def test_a_copy_of_the_worked_example_is_rejected() -> None:
+    """SmolLM2 tends to return the prompt's example; such a reply must not be scored as the clip's cues."""
+    assert echoes_example({k: list(v) for k, v in EXAMPLE_CUES.items()})
+    mostly = {"visual": ["A young woman sits at a desk.", "The office is dim."],  # pronouns swapped
+              "auditory": ["A loud voice."], "emotional": ["She feels sad."]}
+    assert echoes_example(mostly)
+    assert not echoes_example({"visual": ["A woman smiles.", "The office is dim."], "auditory": ["Loud."],
+                               "emotional": ["Happy."]})
