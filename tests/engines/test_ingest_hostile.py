@@ -288,8 +288,9 @@ def test_worker_killed_while_idle_is_replaced_transparently(testsrc_mp4: Path) -
 def test_decoder_memory_is_capped(media_dir: Path) -> None:
     hd = media.testsrc_clip(media_dir / "hostile_hd.mp4", seconds=2.0, size="1280x720", extra=["-preset", "ultrafast"])
     # A cap just above a warm worker's address space: decoding 720p cannot fit, and must fail cleanly.
-    [pid] = get_pool(1, 4096).pids()
-    get_pool(1, 4096).wait_ready()
+    fresh = get_pool(1, 4095)  # its own never-used worker: the footprint of imports alone
+    fresh.wait_ready()
+    [pid] = fresh.pids()
     status = Path(f"/proc/{pid}/status").read_text()
     footprint_mb = int(status.split("VmSize:")[1].split()[0]) // 1024
     with pytest.raises((TooLarge, CorruptMedia)):
