@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 Part = tuple[str, Any]  # ("ids", list[int]) | ("embd", np.ndarray (n, hidden) float32)
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: sequences are compared and removed by object, never by value
 class Seq:
     """One generation or scoring request as the engine sees it."""
 
@@ -203,13 +203,20 @@ class BatchedBackend(LLMBackend):
     def stats(self) -> dict[str, int]:
         return {"running": len(self._running) + len(self._prefilling), "waiting": len(self._waiting)}
 
-    def close(self) -> None:
+    def close(self) -> bool:
+        """Stop the engine thread (failing pending requests). Returns False if it did not stop in time, in
+        which case native resources must not be freed."""
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=30)
+            if t.is_alive():
+                log.error("LLM engine thread did not stop within 30 s")
+                return False
         self._thread = None
+        return True
 
     # ---- prompt preparation (event loop; cheap) ------------------------------------------------------
     def _parts(self, segments: list[Segment]) -> tuple[list[Part], int]:

@@ -287,8 +287,9 @@ class LlamaCppBackend(BatchedBackend):
             out.append(lp)
         return out
 
-    def close(self) -> None:
-        super().close()
+    def close(self) -> bool:
+        if not super().close():
+            return False  # the engine thread may still be inside llama_decode: keep the context alive
         L = self.lib
         if getattr(self, "ctx", None):
             L.llama_batch_free(self._tok_batch)
@@ -296,6 +297,7 @@ class LlamaCppBackend(BatchedBackend):
             L.llama_free(self.ctx)
             L.llama_model_free(self.model)
             self.ctx = self.model = None
+        return True
 
 
 def _logprob(logits: np.ndarray, token: int) -> float:

@@ -107,7 +107,9 @@ def test_batched_generation_with_staggered_joins_equals_one_by_one(backend: LLMB
             if i:
                 await started[i - 1].wait()  # join while the previous sequences are mid-generation
             out = []
-            async for t in backend.generate([PROMPTS[i]], _greedy()):
+            # the last prompt goes in as soft tokens: mixed token/embedding prompts share the batch
+            seg = backend.embed_tokens(backend.tokenize(PROMPTS[i])) if i == len(PROMPTS) - 1 else PROMPTS[i]
+            async for t in backend.generate([seg], _greedy()):
                 out.append(t.token_id)
                 if len(out) == 2:
                     started[i].set()
