@@ -58,6 +58,10 @@ class ServerState:
             llm = getattr(pipeline, "llm", None)
             if llm is not None and callable(getattr(llm, "stats", None)):
                 self.metrics.watch_llm(llm.stats)
+            if llm is not None and isinstance(getattr(llm, "step_listeners", None), list):
+                # continuous batching: sequences per decode step (called from the LLM's worker thread)
+                decode_batch = self.metrics.batch_size.labels(stage="decode")
+                llm.step_listeners.append(decode_batch.observe)
             self.load_seconds = time.perf_counter() - t0
             self.ready = True
             log.info("models loaded and warmed up", extra={"load_s": round(self.load_seconds, 3), **pipeline.info()})

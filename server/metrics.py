@@ -130,7 +130,7 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "xemo_batch_size",
-            "Items per executed batch of a batched stage.",
+            'Items per executed batch of a batched stage; stage="decode" counts sequences per LLM decode step.',
             ["stage"],
             buckets=BATCH_BUCKETS,
             registry=r,

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketState
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from engines.errors import BadRequest, Cancelled, Timeout
 from server.errors import ApiError
@@ -109,7 +109,7 @@ async def stream(ws: WebSocket) -> None:
         audio = bytes(parts["audio"]) if "audio" in parts else None
         await _until_closed(ws, job.prepare(video, audio, opts))
         await _until_closed(ws, _send_events(ws, job))
-    except _ClientGone:
+    except (_ClientGone, WebSocketDisconnect, OSError):  # gone mid-send (uvicorn's ClientDisconnected is OSError)
         job.finish("cancelled")
         return
     except Exception as e:
