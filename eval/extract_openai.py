@@ -126,6 +126,7 @@ class OpenAIExtractor:
         self.client = client or httpx.Client(timeout=settings.openai_timeout_s, headers=headers)
         self.url = settings.openai_base_url.rstrip("/") + "/chat/completions"
         self.stats = {"ok": 0, "retried": 0, "fallback": 0}
+        self.last_reply: str | None = None  # the raw content of the latest completion (for diagnostics)
 
     def _ask(self, text: str, reminder: bool) -> str:
         messages = [{"role": "system", "content": SYSTEM_PROMPT},
@@ -138,7 +139,8 @@ class OpenAIExtractor:
         if r.status_code >= 400:
             raise ExtractionFailed(f"HTTP {r.status_code} from the chat endpoint")
         try:
-            return r.json()["choices"][0]["message"]["content"] or ""
+            self.last_reply = r.json()["choices"][0]["message"]["content"] or ""
+            return self.last_reply
         except (ValueError, KeyError, IndexError, TypeError):
             raise ExtractionFailed("the endpoint's reply is not a chat completion") from None
 

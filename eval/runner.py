@@ -9,6 +9,7 @@ explanations, scored with EmoCue-360, and DIR/summary.json, DIR/run.json, DIR/re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -102,6 +103,10 @@ async def analyze_all(rows: list[ManifestRow], analyzer: Analyzer, results_path:
     return done
 
 
+def _digest(*texts: str) -> str:
+    return hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()[:16]
+
+
 def _percentiles(xs: list[float]) -> dict[str, float | None]:
     if not xs:
         return {"mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "max": None}
@@ -158,7 +163,11 @@ def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]
         ref_src = "manifest" if row.reference_cues is not None else \
             "extracted" if row.reference_description else None
         old = (rec or {}).get("cues") or {}
-        reuse = old.get("extractor") == extractor.name and old.get("reference_source") == ref_src
+        explanation = ((rec or {}).get("answer") or {}).get("explanation") or ""
+        key = _digest(row.reference_description or json.dumps(row.reference_cues), explanation)
+        # Cues from an earlier run are reused only for the same extractor and the same texts.
+        reuse = old.get("extractor") == extractor.name and old.get("reference_source") == ref_src \
+            and old.get("key") == key
         t0 = time.perf_counter()
         if ref_src == "manifest":
             ref = row.reference_cues
@@ -171,12 +180,11 @@ def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]
             refs[row.id] = ref
         if rec is None or rec.get("status") != "ok":
             continue
-        explanation = rec["answer"].get("explanation") or ""
         pred = old["prediction"] if reuse and old.get("prediction") is not None else extractor.extract(explanation)
         extract_s = (old.get("extract_s") if reuse else None) or (time.perf_counter() - t0)
         preds[row.id] = pred
         rec["cues"] = {"extractor": extractor.name, "reference_source": ref_src, "reference": ref,
-                       "prediction": pred, "extract_s": extract_s}
+                       "prediction": pred, "extract_s": extract_s, "key": key}
         if ref is not None:
             t1 = time.perf_counter()
             one = score({row.id: pred}, {row.id: ref}, embedder, matching, threshold)  # type: ignore[arg-type]

@@ -77,27 +77,27 @@ def settings_for(base: str, retries: int = 1) -> EvalSettings:
 
 
 def test_json_mode_reply_from_a_real_server(llama_server: str, minilm: CachedEmbedder) -> None:
+    # One completion (no retries); 160 tokens keep it short, so the reply may be cut: then the client must
+    # fall back rather than fail.
     ext = OpenAIExtractor(settings_for(llama_server, retries=0), fallback=OfflineExtractor(minilm),
-                          max_tokens=256)
+                          max_tokens=160)
     try:
-        t0 = time.perf_counter()
-        raw = ext._ask(PARAGRAPH, reminder=False)
-        print(f"one chat completion: {time.perf_counter() - t0:.1f} s")
-        # JSON mode: the server constrains the reply to JSON (it may be cut by max_tokens)
-        assert raw.lstrip().startswith("{")
-        try:
-            parsed = parse_cues(raw)
-        except ExtractionFailed:
-            parsed = None
         cues = ext.extract(PARAGRAPH)
     finally:
         ext.close()
-    if parsed is not None:  # the server is deterministic at temperature 0: same reply, used as is
-        assert cues == parsed and ext.stats["ok"] == 1
+    assert ext.last_reply is not None and ext.last_reply.lstrip().startswith("{")  # JSON mode is honoured
     assert set(cues) == {"visual", "auditory", "emotional"}
     assert all(isinstance(c, str) and c for xs in cues.values() for c in xs)
     assert any(cues.values())
     assert ext.stats["ok"] + ext.stats["fallback"] == 1
+    try:
+        parsed = parse_cues(ext.last_reply)
+    except ExtractionFailed:
+        parsed = None
+    if ext.stats["ok"]:  # a usable reply is used as it is
+        assert cues == parsed
+    else:  # a cut, empty or copied reply: the offline extractor answered
+        assert cues == OfflineExtractor(minilm).extract(PARAGRAPH)
 
 
 def test_unusable_endpoint_falls_back_with_a_warning(llama_server: str, minilm: CachedEmbedder,
