@@ -172,3 +172,50 @@ def test_minilm_duplicates_max_vs_one_to_one(minilm: CachedEmbedder) -> None:
     assert mx.precision == pytest.approx(1.0, abs=1e-4)  # four copies of one cue: perfect precision under max
     assert oo.precision == pytest.approx(0.25, abs=0.05)  # one copy can be matched
     assert oo.f1 < mx.f1 - 0.2
+
+
+def _release_style(pred: dict, ref: dict, model) -> dict:  # noqa: ANN001 - a SentenceTransformer
+    """The released procedure written out step by step: iterate over the predictions, encode each sample's
+    lists separately (no batching across samples, no cache), model.similarity, max over each axis."""
+    out = {}
+    for cat in ("visual", "auditory", "emotional"):
+        rs, ps, fs = [], [], []
+        for sid, entry in pred.items():
+            if cat == "emotional" and cat not in entry:
+                rs.append(0.0), ps.append(0.0), fs.append(0.0)
+                continue
+            p, g = entry[cat], ref[sid][cat]
+            if cat == "auditory":
+                p, g = [x for x in p if "text" not in x], [x for x in g if "text" not in x]
+            if not g:
+                continue
+            if not p:
+                r = pr = 0.0
+            else:
+                sim = model.similarity(model.encode(g), model.encode(p))
+                r, pr = sim.max(dim=1).values.mean().item(), sim.max(dim=0).values.mean().item()
+            rs.append(r), ps.append(pr), fs.append(2 * r * pr / (r + pr) if r + pr > 0 else 0.0)
+        out[cat] = (sum(rs) / len(rs), sum(ps) / len(ps), sum(fs) / len(fs))
+    return out
+
+
+def test_minilm_matches_the_released_procedure(minilm: CachedEmbedder) -> None:
+    ref = {
+        "a": {"visual": ["She smiles.", "She nods."], "auditory": ["Her voice is loud.", "Subtitle text: 'Hi.'"],
+              "emotional": ["She is happy.", "She expects good news."]},
+        "b": {"visual": ["He frowns.", "His fists are clenched."], "auditory": ["He shouts."],
+              "emotional": ["He is angry."]},
+        "c": {"visual": [], "auditory": ["A long sigh."], "emotional": ["She is tired."]},
+    }
+    pred = {
+        "a": {"visual": ["She is smiling.", "She is smiling.", "The room is bright."], "auditory": ["Loud voice."],
+              "emotional": ["Happy mood."]},
+        "b": {"visual": [], "auditory": ["The text he says is rude.", "He yells."]},
+        "c": {"visual": ["A woman sits."], "auditory": ["She sighs."], "emotional": ["She feels exhausted."]},
+    }
+    ours = score(pred, ref, minilm)
+    release = _release_style(pred, ref, minilm.inner._load())
+    for cat, (r, p, f) in release.items():
+        got = ours.categories[cat]
+        assert (got.recall, got.precision, got.f1) == (pytest.approx(r, abs=1e-5), pytest.approx(p, abs=1e-5),
+                                                        pytest.approx(f, abs=1e-5))
