@@ -249,7 +249,9 @@ def run_benchmark(settings: Settings, manifest: Path, out: Path, server: str | N
     records = load_results(results_path)
     owned = analyzer is None  # an analyzer passed in stays loaded for the caller (who closes it)
     if analyzer is None:
-        analyzer = HttpAnalyzer(server, settings) if server else InProcessAnalyzer(settings)
+        # With a shared config, the server's first API key is also the runner's credential.
+        key = settings.server.api_keys[0].get_secret_value() if settings.server.api_keys else None
+        analyzer = HttpAnalyzer(server, settings, api_key=key) if server else InProcessAnalyzer(settings)
 
     async def go() -> None:
         todo = any(records.get(r.id, {}).get("status") != "ok" for r in rows)
