@@ -178,6 +178,8 @@ class BatchedBackend(LLMBackend):
             raise BadRequest("choices must be a non-empty list of non-empty strings")
         parts, n = self._parts(segments)
         ids = [self.tokenize(c) for c in choices]
+        if any(not x for x in ids):
+            raise BadRequest("every choice must tokenize to at least one token")
         if n < 1:
             raise BadRequest("scoring needs a non-empty prompt")
         if n + max(len(x) for x in ids) > self.max_context:

@@ -8,6 +8,7 @@ cached once per session). Generations are kept short: transformers fp32 decodes 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,13 @@ def test_chunked_prefill_gives_the_same_continuation_and_scores(backend: LLMBack
 
 def test_batched_generation_with_staggered_joins_equals_one_by_one(backend: LLMBackend, solo) -> None:
     sizes: list[int] = []
-    backend.step_listeners.append(sizes.append)
+    threads: set[str] = set()
+
+    def on_step(n: int) -> None:
+        sizes.append(n)
+        threads.add(threading.current_thread().name)
+
+    backend.step_listeners.append(on_step)
 
     async def main() -> list[list[int]]:
         started = [asyncio.Event() for _ in PROMPTS]
@@ -121,9 +128,10 @@ def test_batched_generation_with_staggered_joins_equals_one_by_one(backend: LLMB
     try:
         got = asyncio.run(main())
     finally:
-        backend.step_listeners.remove(sizes.append)
+        backend.step_listeners.remove(on_step)
     assert got == [solo[p] for p in PROMPTS]
     assert max(sizes) >= 2, f"sequences never shared a decode step: {sizes}"
+    assert threads and threading.main_thread().name not in threads  # model work stays off the event loop
     assert backend.stats() == {"running": 0, "waiting": 0}
 
 
