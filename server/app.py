@@ -51,6 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         err = to_api_error(exc)
         return JSONResponse(err.body(request_id(request)), status_code=err.status, headers=err.headers())
 
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's ServerErrorMiddleware calls this, sends it, then re-raises to the server; mark the
+        # exception so the request-context middleware does not log it a second time.
+        err = to_api_error(exc)
+        exc._xemo_handled = True  # type: ignore[attr-defined]
+        return JSONResponse(err.body(request_id(request)), status_code=err.status)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         err = http_error(exc.status_code, str(exc.detail))

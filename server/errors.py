@@ -53,6 +53,13 @@ class InvalidField(XemoError):
     http_status = 422
 
 
+class UploadTimeout(XemoError):
+    """The body did not arrive within the request's time budget (a slow or stalled client)."""
+
+    type = "upload_timeout"
+    http_status = 408
+
+
 class UnsupportedContentType(XemoError):
     type = "unsupported_content_type"
     http_status = 415
@@ -100,7 +107,7 @@ def _outcome(exc: XemoError) -> str:
         return "rate_limited"
     if isinstance(exc, Unauthorized):
         return "unauthorized"
-    if isinstance(exc, Timeout):
+    if isinstance(exc, Timeout | UploadTimeout):
         return "timeout"
     if isinstance(exc, Cancelled):
         return "cancelled"

@@ -62,8 +62,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # last resort: a server fault, never a stack trace to the client
+            if status["started"]:
+                if not getattr(exc, "_xemo_handled", False):
+                    log.error("error after the response started", exc_info=exc)
+                return
             err = to_api_error(exc)
-            if scope["type"] == "http" and not status["started"]:
+            if scope["type"] == "http":
                 body = json.dumps(err.body(rid)).encode()
                 headers = [
                     (b"content-type", b"application/json"),

@@ -8,13 +8,14 @@ started, a failure is an `event: error`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from server.errors import ApiError
+from server.errors import ApiError, UploadTimeout
 from server.jobs import Job, parse_options
 from server.lifecycle import ServerState
 from server.middleware import received_at, request_id
@@ -81,7 +82,13 @@ async def analyze(request: Request) -> Response:
         check_content_length(request.headers, limits)
         job.admit()
         t = time.perf_counter()
-        form = await read_multipart(request.headers.get("content-type"), request.stream(), limits)
+        try:  # a stalled or trickling client must not hold its place past the request's budget
+            form = await asyncio.wait_for(
+                read_multipart(request.headers.get("content-type"), request.stream(), limits),
+                timeout=max(0.0, job.deadline - time.perf_counter()),
+            )
+        except TimeoutError:
+            raise UploadTimeout("the upload did not finish within the request time budget") from None
         body_read = True
         job.observe_stage("upload", time.perf_counter() - t)
         opts = parse_options(form.fields)
