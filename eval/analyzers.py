@@ -99,8 +99,7 @@ class HttpAnalyzer:
                     break
             except httpx.HTTPError as e:
                 if asyncio.get_running_loop().time() > deadline:
-                    raise RemoteError("unreachable", f"cannot reach the server at {self.base_url}: {e}", 503) \
-                        from None
+                    raise RemoteError("unreachable", f"cannot reach the server at {self.base_url}: {e}", 503) from None
             if asyncio.get_running_loop().time() > deadline:
                 raise RemoteError("not_ready", f"the server at {self.base_url} did not become ready", 503)
             await asyncio.sleep(1.0)
@@ -132,12 +131,14 @@ class HttpAnalyzer:
         try:
             body = r.json()
         except ValueError:
-            raise RemoteError("bad_response", f"HTTP {r.status_code} with a body that is not JSON", r.status_code) \
-                from None
+            raise RemoteError(
+                "bad_response", f"HTTP {r.status_code} with a body that is not JSON", r.status_code
+            ) from None
         if r.status_code >= 400 or not isinstance(body, dict):
             err = body.get("error", {}) if isinstance(body, dict) else {}
-            raise RemoteError(str(err.get("type", "http_error")), str(err.get("message", f"HTTP {r.status_code}")),
-                              r.status_code)
+            raise RemoteError(
+                str(err.get("type", "http_error")), str(err.get("message", f"HTTP {r.status_code}")), r.status_code
+            )
         answer = body.get("answer", body)  # accept a bare Answer or {"answer": Answer}
         if not isinstance(answer, dict) or "emotion" not in answer:
             raise RemoteError("bad_response", "the server's reply is not an answer", r.status_code)

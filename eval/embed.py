@@ -68,8 +68,7 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
         model = self._load()
-        out = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                           show_progress_bar=False)
+        out = model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
         return normalise(out)
 
 

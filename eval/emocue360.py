@@ -105,8 +105,14 @@ class CategoryResult:
     missing_as_zero: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"precision": self.precision, "recall": self.recall, "f1": self.f1, "n": self.n,
-                "n_missing": self.n_missing, "missing_as_zero": self.missing_as_zero}
+        return {
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "n": self.n,
+            "n_missing": self.n_missing,
+            "missing_as_zero": self.missing_as_zero,
+        }
 
 
 @dataclass
@@ -137,8 +143,13 @@ def _mean(xs: list[float]) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
-def score(pred: Mapping[str, Any], ref: Mapping[str, Any], embedder: Embedder, matching: Matching = "max",
-          threshold: float = 0.5) -> ScoreReport:
+def score(
+    pred: Mapping[str, Any],
+    ref: Mapping[str, Any],
+    embedder: Embedder,
+    matching: Matching = "max",
+    threshold: float = 0.5,
+) -> ScoreReport:
     """Score predicted cue lists against reference cue lists (both in the released JSON layout)."""
     if matching not in ("max", "one-to-one"):
         raise BadRequest(f"unknown matching {matching!r}: use 'max' or 'one-to-one'")
@@ -186,10 +197,14 @@ def score(pred: Mapping[str, Any], ref: Mapping[str, Any], embedder: Embedder, m
         n = len(sums[cat]["f1"])
         n_missing = sum(1 for s in missing if any(keep_cue(cat, c) for c in ref_c[s].get(cat, [])))
         zero = {k: (sum(v) / (n + n_missing) if n + n_missing else None) for k, v in sums[cat].items()}
-        cats[cat] = CategoryResult(recall=_mean(sums[cat]["recall"]), precision=_mean(sums[cat]["precision"]),
-                                   f1=_mean(sums[cat]["f1"]), n=n, n_missing=n_missing,
-                                   missing_as_zero={"precision": zero["precision"], "recall": zero["recall"],
-                                                    "f1": zero["f1"]})
+        cats[cat] = CategoryResult(
+            recall=_mean(sums[cat]["recall"]),
+            precision=_mean(sums[cat]["precision"]),
+            f1=_mean(sums[cat]["f1"]),
+            n=n,
+            n_missing=n_missing,
+            missing_as_zero={"precision": zero["precision"], "recall": zero["recall"], "f1": zero["f1"]},
+        )
     coverage = {
         "n_reference": len(ref_c),
         "n_prediction": len(pred_c),
@@ -198,18 +213,28 @@ def score(pred: Mapping[str, Any], ref: Mapping[str, Any], embedder: Embedder, m
         "missing": missing,
         "extra": extra,
     }
-    return ScoreReport(matching=matching, threshold=threshold if matching == "one-to-one" else None,
-                       categories=cats, per_sample=per_sample, coverage=coverage,
-                       embedder=str(getattr(embedder, "name", type(embedder).__name__)))
+    return ScoreReport(
+        matching=matching,
+        threshold=threshold if matching == "one-to-one" else None,
+        categories=cats,
+        per_sample=per_sample,
+        coverage=coverage,
+        embedder=str(getattr(embedder, "name", type(embedder).__name__)),
+    )
 
 
 def format_table(rep: ScoreReport) -> str:
     """Plain-text table for the CLI."""
+
     def f(x: float | None) -> str:
         return "   -  " if x is None else f"{x:6.4f}"
 
-    lines = [f"EmoCue-360 ({rep.matching}" + (f", threshold {rep.threshold}" if rep.threshold is not None else "")
-             + f", {rep.embedder})", f"{'category':<10} {'P':>6} {'R':>6} {'F1':>6} {'n':>5} {'missing':>7}"]
+    lines = [
+        f"EmoCue-360 ({rep.matching}"
+        + (f", threshold {rep.threshold}" if rep.threshold is not None else "")
+        + f", {rep.embedder})",
+        f"{'category':<10} {'P':>6} {'R':>6} {'F1':>6} {'n':>5} {'missing':>7}",
+    ]
     for cat in CATEGORIES:
         r = rep.categories[cat]
         lines.append(f"{cat:<10} {f(r.precision)} {f(r.recall)} {f(r.f1)} {r.n:>5} {r.n_missing:>7}")

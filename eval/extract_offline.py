@@ -106,15 +106,20 @@ _SUBTITLE_ONLY = re.compile(
 )
 _BASED_ON = re.compile(r"^\s*(?:based on|considering|combining|given|taking)\b", re.I)
 _CONCLUSION = re.compile(r"^\s*we (?:can )?(?:infer|conclude|tell)\b", re.I)
-_PARTICIPLE = {"indicating": "Indicates", "suggesting": "Suggests", "implying": "Implies",
-               "revealing": "Reveals", "showing": "Shows"}
+_PARTICIPLE = {
+    "indicating": "Indicates",
+    "suggesting": "Suggests",
+    "implying": "Implies",
+    "revealing": "Reveals",
+    "showing": "Shows",
+}
 _SECTION = {
     "visual": re.compile(r"^\s*in the (?:video|image|clip|footage|scene)\b", re.I),
     "auditory": re.compile(r"^\s*in the audio\b", re.I),
     "text": re.compile(r"^\s*in the text\b|\bsubtitle\b", re.I),
     "emotional": re.compile(
-        r"^\s*(?:based on|therefore|overall|in summary|in conclusion|taken together|combining|considering)\b",
-        re.I),
+        r"^\s*(?:based on|therefore|overall|in summary|in conclusion|taken together|combining|considering)\b", re.I
+    ),
 }
 
 
@@ -136,7 +141,7 @@ def _tidy(s: str) -> str:
         return ""
     m = re.match(r"(indicating|suggesting|implying|revealing|showing)\s+", s, re.I)
     if m:
-        s = _PARTICIPLE[m.group(1).lower()] + " " + s[m.end():]
+        s = _PARTICIPLE[m.group(1).lower()] + " " + s[m.end() :]
     if re.match(r"(?:is|are|was|were)\b", s):
         s = "This " + s  # "…, which is a natural reaction" -> "This is a natural reaction"
     s = s[0].upper() + s[1:]

@@ -25,17 +25,31 @@ EXAMPLE_DESCRIPTION = (
     "In the video, a young man sits at a desk in a dim office, staring at a letter. His brows are drawn together "
     "and his lips are pressed tightly, and at one point he rubs his forehead with his hand. In the audio, he "
     "speaks slowly in a low, heavy voice and sighs before the last word. The subtitle says, \"So that's it, "
-    "then.\" Combining his tense face, the sigh and the resigned words, he seems to have received disappointing "
+    'then." Combining his tense face, the sigh and the resigned words, he seems to have received disappointing '
     "news, and the overall emotion is sadness mixed with frustration."
 )
 EXAMPLE_CUES = {
-    "visual": ["A young man sits at a desk.", "The office is dim.", "He stares at a letter.",
-               "His brows are drawn together.", "His lips are pressed tightly.",
-               "He rubs his forehead with his hand."],
-    "auditory": ["He speaks slowly.", "His voice is low and heavy.", "He sighs before the last word.",
-                 "Subtitle text: 'So that's it, then.'"],
-    "emotional": ["He seems to have received disappointing news.", "His words sound resigned.",
-                  "The tense face and the sigh convey distress.", "He feels sad.", "He feels frustrated."],
+    "visual": [
+        "A young man sits at a desk.",
+        "The office is dim.",
+        "He stares at a letter.",
+        "His brows are drawn together.",
+        "His lips are pressed tightly.",
+        "He rubs his forehead with his hand.",
+    ],
+    "auditory": [
+        "He speaks slowly.",
+        "His voice is low and heavy.",
+        "He sighs before the last word.",
+        "Subtitle text: 'So that's it, then.'",
+    ],
+    "emotional": [
+        "He seems to have received disappointing news.",
+        "His words sound resigned.",
+        "The tense face and the sigh convey distress.",
+        "He feels sad.",
+        "He feels frustrated.",
+    ],
 }
 SYSTEM_PROMPT = f"""You split a description of a person's emotional state in a video into atomic cues.
 Return one JSON object with exactly three keys, each a list of short, self-contained statements:
@@ -48,8 +62,21 @@ Worked example.
 Description: {EXAMPLE_DESCRIPTION}
 JSON: {json.dumps(EXAMPLE_CUES)}"""
 
-_PERSON = {"he": "x", "she": "x", "they": "x", "his": "y", "her": "y", "him": "y", "their": "y", "man": "p",
-           "woman": "p", "lady": "p", "girl": "p", "boy": "p", "person": "p"}
+_PERSON = {
+    "he": "x",
+    "she": "x",
+    "they": "x",
+    "his": "y",
+    "her": "y",
+    "him": "y",
+    "their": "y",
+    "man": "p",
+    "woman": "p",
+    "lady": "p",
+    "girl": "p",
+    "boy": "p",
+    "person": "p",
+}
 
 
 def _norm(cue: str) -> str:
@@ -67,12 +94,23 @@ def echoes_example(cues: Cues) -> bool:
     return bool(flat) and sum(c in _EXAMPLE_SET for c in flat) * 2 >= len(flat)
 
 
-REMINDER = ('Answer with only a JSON object of the form {"visual": [...], "auditory": [...], "emotional": [...]} '
-            "whose lists hold short strings.")
+REMINDER = (
+    'Answer with only a JSON object of the form {"visual": [...], "auditory": [...], "emotional": [...]} '
+    "whose lists hold short strings."
+)
 
-_ALIASES = {"visual": "visual", "vision": "visual", "video": "visual", "auditory": "auditory", "audio": "auditory",
-            "acoustic": "auditory", "emotional": "emotional", "emotion": "emotional", "emotions": "emotional",
-            "affective": "emotional"}
+_ALIASES = {
+    "visual": "visual",
+    "vision": "visual",
+    "video": "visual",
+    "auditory": "auditory",
+    "audio": "auditory",
+    "acoustic": "auditory",
+    "emotional": "emotional",
+    "emotion": "emotional",
+    "emotions": "emotional",
+    "affective": "emotional",
+}
 
 
 class ExtractionFailed(ValueError):
@@ -115,8 +153,13 @@ class OpenAIExtractor:
 
     name = "openai"
 
-    def __init__(self, settings: EvalSettings, fallback: OfflineExtractor | None,
-                 client: httpx.Client | None = None, max_tokens: int = 768) -> None:
+    def __init__(
+        self,
+        settings: EvalSettings,
+        fallback: OfflineExtractor | None,
+        client: httpx.Client | None = None,
+        max_tokens: int = 768,
+    ) -> None:
         self.settings = settings
         self.max_tokens = max_tokens
         self.fallback = fallback
@@ -129,12 +172,19 @@ class OpenAIExtractor:
         self.last_reply: str | None = None  # the raw content of the latest completion (for diagnostics)
 
     def _ask(self, text: str, reminder: bool) -> str:
-        messages = [{"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": f"Description: {text}\nJSON:"}]
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"Description: {text}\nJSON:"},
+        ]
         if reminder:
             messages.append({"role": "user", "content": REMINDER})
-        body = {"model": self.settings.openai_model, "messages": messages, "temperature": 0.0,
-                "max_tokens": self.max_tokens, "response_format": {"type": "json_object"}}
+        body = {
+            "model": self.settings.openai_model,
+            "messages": messages,
+            "temperature": 0.0,
+            "max_tokens": self.max_tokens,
+            "response_format": {"type": "json_object"},
+        }
         r = self.client.post(self.url, json=body)
         if r.status_code >= 400:
             raise ExtractionFailed(f"HTTP {r.status_code} from the chat endpoint")

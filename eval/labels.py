@@ -6,9 +6,20 @@ from typing import Any
 
 # Common spellings in MER / EMER annotations mapped onto the server's label words.
 _SYNONYMS = {
-    "happiness": "happy", "joy": "happy", "joyful": "happy", "anger": "angry", "sadness": "sad",
-    "worry": "worried", "anxious": "worried", "anxiety": "worried", "fear": "fearful", "afraid": "fearful",
-    "surprised": "surprise", "neutrality": "neutral", "calm": "neutral", "disgusted": "disgust",
+    "happiness": "happy",
+    "joy": "happy",
+    "joyful": "happy",
+    "anger": "angry",
+    "sadness": "sad",
+    "worry": "worried",
+    "anxious": "worried",
+    "anxiety": "worried",
+    "fear": "fearful",
+    "afraid": "fearful",
+    "surprised": "surprise",
+    "neutrality": "neutral",
+    "calm": "neutral",
+    "disgusted": "disgust",
 }
 
 

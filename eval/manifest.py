@@ -80,16 +80,18 @@ def read_manifest(path: Path) -> list[ManifestRow]:
             except CueFormatError as e:
                 raise ManifestError(e.message) from None
             cues = {k: cues.get(k, []) for k in ("visual", "auditory", "emotional")}
-        rows.append(ManifestRow(
-            id=rid,
-            video=(base / video),
-            audio=(base / audio) if audio else None,
-            transcript=_opt_str(row, "transcript", where),
-            reference_description=_opt_str(row, "reference_description", where),
-            reference_cues=cues,
-            reference_label=_opt_str(row, "reference_label", where),
-            line=i,
-        ))
+        rows.append(
+            ManifestRow(
+                id=rid,
+                video=(base / video),
+                audio=(base / audio) if audio else None,
+                transcript=_opt_str(row, "transcript", where),
+                reference_description=_opt_str(row, "reference_description", where),
+                reference_cues=cues,
+                reference_label=_opt_str(row, "reference_label", where),
+                line=i,
+            )
+        )
     if not rows:
         raise ManifestError(f"{path.name}: no rows")
     return rows

@@ -56,8 +56,15 @@ def plot_confusion(conf: dict[str, Any], path: Path) -> None:
         ax.set_yticks(range(len(labels)), labels)
         for i in range(len(labels)):
             for j in range(len(labels)):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if m[i, j] > m.max() / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(m[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if m[i, j] > m.max() / 2 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
     ax.set_title("label confusion")
@@ -87,7 +94,8 @@ def render_markdown(summary: dict[str, Any], details: dict[str, Any], records: l
     emo, lab, lat = summary["emocue360"], summary["label"], summary["latency"]
     cov = (details.get("emocue360") or {}).get("coverage") or {}
     lines = [
-        "# xemo benchmark report", "",
+        "# xemo benchmark report",
+        "",
         f"- model: `{summary.get('model')}`",
         f"- manifest: `{Path(str(details.get('manifest', ''))).name}`; clips: {details['n_clips']}, "
         f"ok: {details['n_ok']}, failed: {details['n_failed']}",
@@ -95,50 +103,82 @@ def render_markdown(summary: dict[str, Any], details: dict[str, Any], records: l
         f"concurrency {details.get('concurrency', 1)}",
         f"- cue extractor: {details.get('extractor')}; matching: {details.get('matching')}; "
         f"embeddings: {details.get('embedder')}",
-        "", "## EmoCue-360", "",
-        "| category | precision | recall | F1 | samples |", "|---|---|---|---|---|",
+        "",
+        "## EmoCue-360",
+        "",
+        "| category | precision | recall | F1 | samples |",
+        "|---|---|---|---|---|",
     ]
-    cats = (details.get("emocue360") or {})
+    cats = details.get("emocue360") or {}
     for c in CATEGORIES:
         n = (cats.get(c) or {}).get("n", 0)
         lines.append(f"| {c} | {_fmt(emo[c]['precision'])} | {_fmt(emo[c]['recall'])} | {_fmt(emo[c]['f1'])} | {n} |")
     if cov:
-        lines += ["", f"Coverage: {cov.get('n_scored')}/{cov.get('n_reference')} clips with a reference were "
-                      f"scored" + (f"; missing (no answer): {', '.join(cov['missing'])}" if cov.get("missing") else
-                                   "") + "."]
+        lines += [
+            "",
+            f"Coverage: {cov.get('n_scored')}/{cov.get('n_reference')} clips with a reference were "
+            f"scored" + (f"; missing (no answer): {', '.join(cov['missing'])}" if cov.get("missing") else "") + ".",
+        ]
     alt = details.get("emocue360_answer_cues")
     if alt:
-        lines += ["", "The same references against the answers' structured cues (visual/auditory cues as they are, "
-                      "verbal cues and the label as emotional; not part of summary.json):", "",
-                  "| category | precision | recall | F1 |", "|---|---|---|---|"]
-        lines += [f"| {c} | {_fmt(alt[c]['precision'])} | {_fmt(alt[c]['recall'])} | {_fmt(alt[c]['f1'])} |"
-                  for c in CATEGORIES]
-    lines += ["", "The released metric (max matching) does not penalise duplicated or generic cues; "
-              "`xemo eval score --matching one-to-one` gives the assignment-based variant.", "",
-              f"![EmoCue-360]({PLOTS['prf']})", "", "## Emotion label", "",
-              f"accuracy {_fmt(lab['accuracy'])} · UAR {_fmt(lab['uar'])} · WAR {_fmt(lab['war'])} · n {lab['n']}",
-              "", f"![confusion]({PLOTS['confusion']})", "", "## Latency", ""]
+        lines += [
+            "",
+            "The same references against the answers' structured cues (visual/auditory cues as they are, "
+            "verbal cues and the label as emotional; not part of summary.json):",
+            "",
+            "| category | precision | recall | F1 |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c} | {_fmt(alt[c]['precision'])} | {_fmt(alt[c]['recall'])} | {_fmt(alt[c]['f1'])} |"
+            for c in CATEGORIES
+        ]
+    lines += [
+        "",
+        "The released metric (max matching) does not penalise duplicated or generic cues; "
+        "`xemo eval score --matching one-to-one` gives the assignment-based variant.",
+        "",
+        f"![EmoCue-360]({PLOTS['prf']})",
+        "",
+        "## Emotion label",
+        "",
+        f"accuracy {_fmt(lab['accuracy'])} · UAR {_fmt(lab['uar'])} · WAR {_fmt(lab['war'])} · n {lab['n']}",
+        "",
+        f"![confusion]({PLOTS['confusion']})",
+        "",
+        "## Latency",
+        "",
+    ]
     e2e, ttl = lat["e2e_s"], lat["time_to_label_s"]
-    lines += ["| | mean | p50 | p90 | p95 | p99 | max |", "|---|---|---|---|---|---|---|",
-              "| end to end (s) | " + " | ".join(_fmt(e2e[k], 3) for k in ("mean", "p50", "p90", "p95", "p99", "max"))
-              + " |",
-              "| time to label (s) | " + " | ".join(_fmt(ttl[k], 3) for k in ("mean", "p50", "p90", "p95", "p99",
-                                                                              "max")) + " |",
-              "| cue extraction per clip (s) | " + " | ".join(
-                  _fmt(details["extraction_s_per_clip"][k], 3) for k in ("mean", "p50", "p90", "p95", "p99", "max"))
-              + " |",
-              "| scoring per clip (s) | " + " | ".join(
-                  _fmt(details["scoring_s_per_clip"][k], 3) for k in ("mean", "p50", "p90", "p95", "p99", "max"))
-              + " |",
-              "", f"![latency]({PLOTS['latency']})", "", "## Clips", "",
-              "| id | status | reference | predicted | latency (s) | F1 visual | F1 auditory | F1 emotional |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| | mean | p50 | p90 | p95 | p99 | max |",
+        "|---|---|---|---|---|---|---|",
+        "| end to end (s) | " + " | ".join(_fmt(e2e[k], 3) for k in ("mean", "p50", "p90", "p95", "p99", "max")) + " |",
+        "| time to label (s) | "
+        + " | ".join(_fmt(ttl[k], 3) for k in ("mean", "p50", "p90", "p95", "p99", "max"))
+        + " |",
+        "| cue extraction per clip (s) | "
+        + " | ".join(_fmt(details["extraction_s_per_clip"][k], 3) for k in ("mean", "p50", "p90", "p95", "p99", "max"))
+        + " |",
+        "| scoring per clip (s) | "
+        + " | ".join(_fmt(details["scoring_s_per_clip"][k], 3) for k in ("mean", "p50", "p90", "p95", "p99", "max"))
+        + " |",
+        "",
+        f"![latency]({PLOTS['latency']})",
+        "",
+        "## Clips",
+        "",
+        "| id | status | reference | predicted | latency (s) | F1 visual | F1 auditory | F1 emotional |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         per = r.get("emocue360") or {}
         f1s = [_fmt((per.get(c) or {}).get("f1"), 3) if per.get(c) else "–" for c in CATEGORIES]
         status = r.get("status", "?") if r.get("status") == "ok" else f"error: {(r.get('error') or {}).get('type')}"
-        lines.append(f"| {r['id']} | {status} | {r.get('reference_label') or '–'} | "
-                     f"{r.get('predicted_label') or '–'} | {_fmt(r.get('latency_s'), 2)} | " + " | ".join(f1s) + " |")
+        lines.append(
+            f"| {r['id']} | {status} | {r.get('reference_label') or '–'} | "
+            f"{r.get('predicted_label') or '–'} | {_fmt(r.get('latency_s'), 2)} | " + " | ".join(f1s) + " |"
+        )
     if details.get("failed"):
         lines += ["", "## Failures", ""]
         lines += [f"- `{f['id']}`: {f.get('type')}: {f.get('message')}" for f in details["failed"]]

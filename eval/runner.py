@@ -56,15 +56,31 @@ def _write_jsonl_atomic(path: Path, records: list[dict[str, Any]]) -> None:
 
 def _answer_summary(answer: dict[str, Any]) -> dict[str, Any]:
     """What results.jsonl keeps of an answer (everything but bulky per-cue evidence)."""
-    cues = [{k: c.get(k) for k in ("modality", "text", "start", "end", "strength")}
-            for c in answer.get("cues", []) if isinstance(c, dict)]
-    return {"id": answer.get("id"), "model": answer.get("model"), "profile": answer.get("profile"),
-            "emotion": answer.get("emotion"), "explanation": answer.get("explanation", ""), "cues": cues,
-            "timings": answer.get("timings", {}), "usage": answer.get("usage", {})}
+    cues = [
+        {k: c.get(k) for k in ("modality", "text", "start", "end", "strength")}
+        for c in answer.get("cues", [])
+        if isinstance(c, dict)
+    ]
+    return {
+        "id": answer.get("id"),
+        "model": answer.get("model"),
+        "profile": answer.get("profile"),
+        "emotion": answer.get("emotion"),
+        "explanation": answer.get("explanation", ""),
+        "cues": cues,
+        "timings": answer.get("timings", {}),
+        "usage": answer.get("usage", {}),
+    }
 
 
-async def analyze_all(rows: list[ManifestRow], analyzer: Analyzer, results_path: Path, concurrency: int,
-                      done: dict[str, dict[str, Any]], show_progress: bool = True) -> dict[str, dict[str, Any]]:
+async def analyze_all(
+    rows: list[ManifestRow],
+    analyzer: Analyzer,
+    results_path: Path,
+    concurrency: int,
+    done: dict[str, dict[str, Any]],
+    show_progress: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Analyse the rows without an ok result, `concurrency` at a time, appending each result as it lands."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -72,15 +88,20 @@ async def analyze_all(rows: list[ManifestRow], analyzer: Analyzer, results_path:
     todo = [r for r in rows if done.get(r.id, {}).get("status") != "ok"]
     sem = asyncio.Semaphore(max(1, concurrency))
     write_lock = asyncio.Lock()
-    progress = Progress(TextColumn("[bold]analyse"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[last]}"), console=Console(stderr=True),
-                        disable=not show_progress)
+    progress = Progress(
+        TextColumn("[bold]analyse"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=Console(stderr=True),
+        disable=not show_progress,
+    )
 
     async def one(row: ManifestRow, task: Any) -> None:
         async with sem:
             t0 = time.perf_counter()
-            rec: dict[str, Any] = {"id": row.id, "video": row.video.name,
-                                   "reference_label": row.reference_label}
+            rec: dict[str, Any] = {"id": row.id, "video": row.video.name, "reference_label": row.reference_label}
             try:
                 answer = await analyzer.analyze(row)
                 rec.update(status="ok", answer=_answer_summary(answer))
@@ -111,8 +132,14 @@ def _percentiles(xs: list[float]) -> dict[str, float | None]:
     if not xs:
         return {"mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "max": None}
     a = np.asarray(xs, dtype=float)
-    return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+    return {
+        "mean": float(a.mean()),
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+    }
 
 
 @dataclass
@@ -147,9 +174,14 @@ def answer_cues(answer: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]], extractor: Extractor,
-                      embedder: Embedder, matching: str = "max", threshold: float = 0.5,
-                      ) -> tuple[ScoreReport | None, ScoreReport | None]:
+def extract_and_score(
+    rows: list[ManifestRow],
+    records: dict[str, dict[str, Any]],
+    extractor: Extractor,
+    embedder: Embedder,
+    matching: str = "max",
+    threshold: float = 0.5,
+) -> tuple[ScoreReport | None, ScoreReport | None]:
     """Fill each ok record's cues, per-sample scores and timings; return the aggregate EmoCue-360 reports of
     the cues extracted from the explanations (the paper's protocol) and of the answers' structured cues."""
     preds: dict[str, dict[str, list[str]]] = {}
@@ -160,20 +192,23 @@ def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]
         warmup()
     for row in rows:
         rec = records.get(row.id)
-        ref_src = "manifest" if row.reference_cues is not None else \
-            "extracted" if row.reference_description else None
+        ref_src = "manifest" if row.reference_cues is not None else "extracted" if row.reference_description else None
         old = (rec or {}).get("cues") or {}
         explanation = ((rec or {}).get("answer") or {}).get("explanation") or ""
         key = _digest(row.reference_description or json.dumps(row.reference_cues), explanation)
         # Cues from an earlier run are reused only for the same extractor and the same texts.
-        reuse = old.get("extractor") == extractor.name and old.get("reference_source") == ref_src \
-            and old.get("key") == key
+        reuse = (
+            old.get("extractor") == extractor.name and old.get("reference_source") == ref_src and old.get("key") == key
+        )
         t0 = time.perf_counter()
         if ref_src == "manifest":
             ref = row.reference_cues
         elif ref_src == "extracted":
-            ref = old["reference"] if reuse and old.get("reference") is not None else \
-                extractor.extract(row.reference_description or "")
+            ref = (
+                old["reference"]
+                if reuse and old.get("reference") is not None
+                else extractor.extract(row.reference_description or "")
+            )
         else:
             ref = None
         if ref is not None:
@@ -183,8 +218,14 @@ def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]
         pred = old["prediction"] if reuse and old.get("prediction") is not None else extractor.extract(explanation)
         extract_s = (old.get("extract_s") if reuse else None) or (time.perf_counter() - t0)
         preds[row.id] = pred
-        rec["cues"] = {"extractor": extractor.name, "reference_source": ref_src, "reference": ref,
-                       "prediction": pred, "extract_s": extract_s, "key": key}
+        rec["cues"] = {
+            "extractor": extractor.name,
+            "reference_source": ref_src,
+            "reference": ref,
+            "prediction": pred,
+            "extract_s": extract_s,
+            "key": key,
+        }
         if ref is not None:
             t1 = time.perf_counter()
             one = score({row.id: pred}, {row.id: ref}, embedder, matching, threshold)  # type: ignore[arg-type]
@@ -195,17 +236,25 @@ def extract_and_score(rows: list[ManifestRow], records: dict[str, dict[str, Any]
     by_answer = {rid: answer_cues(records[rid]["answer"]) for rid in preds}
     for rid, cues in by_answer.items():
         records[rid]["cues"]["answer"] = cues
-    return (score(preds, refs, embedder, matching, threshold),  # type: ignore[arg-type]
-            score(by_answer, refs, embedder, matching, threshold))  # type: ignore[arg-type]
+    return (
+        score(preds, refs, embedder, matching, threshold),  # type: ignore[arg-type]
+        score(by_answer, refs, embedder, matching, threshold),
+    )  # type: ignore[arg-type]
 
 
-def summarise(rows: list[ManifestRow], records: dict[str, dict[str, Any]], rep: ScoreReport | None, model: str,
-              labels: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def summarise(
+    rows: list[ManifestRow], records: dict[str, dict[str, Any]], rep: ScoreReport | None, model: str, labels: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """summary.json (exactly the issue's keys) and run.json (counts, coverage, confusion, failures)."""
     oks = [records[r.id] for r in rows if records.get(r.id, {}).get("status") == "ok"]
-    emo = {c: {"precision": rep.categories[c].precision if rep else None,
-               "recall": rep.categories[c].recall if rep else None,
-               "f1": rep.categories[c].f1 if rep else None} for c in CATEGORIES}
+    emo = {
+        c: {
+            "precision": rep.categories[c].precision if rep else None,
+            "recall": rep.categories[c].recall if rep else None,
+            "f1": rep.categories[c].f1 if rep else None,
+        }
+        for c in CATEGORIES
+    }
     pairs = []
     for rec in oks:
         ref = normalise_label(rec.get("reference_label"))
@@ -215,8 +264,11 @@ def summarise(rows: list[ManifestRow], records: dict[str, dict[str, Any]], rep: 
             pairs.append((ref, pred))
     lm = label_metrics(pairs, labels)
     e2e = [float(r["latency_s"]) for r in oks]
-    ttl = [float(r["answer"]["timings"]["time_to_label_s"]) for r in oks
-           if isinstance(r["answer"].get("timings", {}).get("time_to_label_s"), int | float)]
+    ttl = [
+        float(r["answer"]["timings"]["time_to_label_s"])
+        for r in oks
+        if isinstance(r["answer"].get("timings", {}).get("time_to_label_s"), int | float)
+    ]
     extract_s = [float(r["cues"]["extract_s"]) for r in oks if r.get("cues", {}).get("extract_s") is not None]
     score_s = [float(r["cues"]["score_s"]) for r in oks if r.get("cues", {}).get("score_s") is not None]
     latency = {"n": len(e2e), "e2e_s": _percentiles(e2e), "time_to_label_s": _percentiles(ttl)}
@@ -226,10 +278,14 @@ def summarise(rows: list[ManifestRow], records: dict[str, dict[str, Any]], rep: 
         "latency": latency,
         "model": model or None,
     }
-    failed = [{"id": r.id, **records[r.id].get("error", {})} for r in rows
-              if records.get(r.id, {}).get("status") == "error"]
+    failed = [
+        {"id": r.id, **records[r.id].get("error", {})} for r in rows if records.get(r.id, {}).get("status") == "error"
+    ]
     details = {
-        "n_clips": len(rows), "n_ok": len(oks), "n_failed": len(failed), "failed": failed,
+        "n_clips": len(rows),
+        "n_ok": len(oks),
+        "n_failed": len(failed),
+        "failed": failed,
         "n_with_reference_label": sum(1 for r in rows if r.reference_label),
         "emocue360": rep.to_dict() | {"per_sample": None} if rep else None,
         "label": lm,
@@ -239,10 +295,19 @@ def summarise(rows: list[ManifestRow], records: dict[str, dict[str, Any]], rep: 
     return summary, details
 
 
-def run_benchmark(settings: Settings, manifest: Path, out: Path, server: str | None = None, concurrency: int = 1,
-                  extractor: Extractor | None = None, embedder: Embedder | None = None,
-                  analyzer: Analyzer | None = None, show_progress: bool = True, matching: str = "max",
-                  threshold: float = 0.5) -> RunOutcome:
+def run_benchmark(
+    settings: Settings,
+    manifest: Path,
+    out: Path,
+    server: str | None = None,
+    concurrency: int = 1,
+    extractor: Extractor | None = None,
+    embedder: Embedder | None = None,
+    analyzer: Analyzer | None = None,
+    show_progress: bool = True,
+    matching: str = "max",
+    threshold: float = 0.5,
+) -> RunOutcome:
     rows = read_manifest(manifest)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS
@@ -270,13 +335,21 @@ def run_benchmark(settings: Settings, manifest: Path, out: Path, server: str | N
         emb = CachedEmbedder(emb)
     ext = extractor if extractor is not None else make_extractor(settings, settings.eval.extractor, emb)
     rep, rep_answer = extract_and_score(rows, records, ext, emb, matching, threshold)
-    model = analyzer.model or next((r["answer"].get("model") for r in records.values()
-                                    if r.get("status") == "ok" and r["answer"].get("model")), "")
+    model = analyzer.model or next(
+        (r["answer"].get("model") for r in records.values() if r.get("status") == "ok" and r["answer"].get("model")), ""
+    )
     summary, details = summarise(rows, records, rep, model, list(settings.lite.labels))
-    details |= {"manifest": str(manifest), "server": server, "concurrency": concurrency,
-                "extractor": ext.name, "matching": matching, "embedder": getattr(emb, "name", "")}
+    details |= {
+        "manifest": str(manifest),
+        "server": server,
+        "concurrency": concurrency,
+        "extractor": ext.name,
+        "matching": matching,
+        "embedder": getattr(emb, "name", ""),
+    }
     details["emocue360_answer_cues"] = (
-        {c: rep_answer.categories[c].to_dict() for c in CATEGORIES} if rep_answer else None)
+        {c: rep_answer.categories[c].to_dict() for c in CATEGORIES} if rep_answer else None
+    )
     if hasattr(ext, "stats"):
         details["extractor_stats"] = ext.stats
     ids = {r.id for r in rows}

@@ -15,8 +15,11 @@ from eval.emocue360 import format_table, score
 
 REPO = Path(__file__).resolve().parents[2]
 REF = {
-    "a": {"visual": ["She smiles.", "She nods."], "auditory": ["Her voice is loud.", "Subtitle text: 'Hi.'"],
-          "emotional": ["She is happy."]},
+    "a": {
+        "visual": ["She smiles.", "She nods."],
+        "auditory": ["Her voice is loud.", "Subtitle text: 'Hi.'"],
+        "emotional": ["She is happy."],
+    },
     "b": {"visual": ["He frowns."], "auditory": ["He shouts."], "emotional": ["He is angry."]},
 }
 PRED = {
@@ -25,8 +28,14 @@ PRED = {
 
 
 def xemo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xemo.cli", "eval", *args], capture_output=True, text=True,
-                          timeout=300, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "xemo.cli", "eval", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
 
 
 @pytest.fixture()
@@ -48,7 +57,6 @@ def test_score_json_matches_the_library(files: tuple[Path, Path], minilm: Cached
     assert out["coverage"]["missing"] == ["b"] and out["coverage"]["coverage"] == 0.5
 
 
-
 def test_score_table(minilm: CachedEmbedder) -> None:
     table = format_table(score(PRED, REF, minilm, "one-to-one", 0.6))
     assert "one-to-one, threshold 0.6" in table and "missing predictions (1): b" in table
@@ -68,9 +76,17 @@ def test_score_bad_input_exits_2(files: tuple[Path, Path], tmp_path: Path) -> No
 def test_extract_offline_writes_the_released_layout(tmp_path: Path) -> None:
     inp = tmp_path / "in.jsonl"
     inp.write_text(
-        json.dumps({"id": "x", "description": "In the video, he frowns. In the audio, his voice is sharp and "
-                    "loud. The subtitle says, \"Go away.\" He seems annoyed."}) + "\n"
-        + json.dumps({"name": "y", "english": "She smiles warmly. Her voice is soft. She feels content."}) + "\n")
+        json.dumps(
+            {
+                "id": "x",
+                "description": "In the video, he frowns. In the audio, his voice is sharp and "
+                'loud. The subtitle says, "Go away." He seems annoyed.',
+            }
+        )
+        + "\n"
+        + json.dumps({"name": "y", "english": "She smiles warmly. Her voice is soft. She feels content."})
+        + "\n"
+    )
     out = tmp_path / "cues.json"
     r = xemo("extract", str(inp), "--out", str(out))
     assert r.returncode == 0, r.stderr

@@ -15,9 +15,17 @@ from eval.emocue360 import CueFormatError, match_scores, score
 R2 = 1 / math.sqrt(2)
 # a, b, c orthogonal; ab is halfway between a and b (cosine 1/sqrt2 with each).
 TABLE = {
-    "smile": (1, 0, 0), "smiling": (1, 0, 0), "frown": (0, 1, 0), "loud voice": (0, 0, 1),
-    "soft voice": (0, 0, 1), "smile-frown": (1, 1, 0), "happy": (1, 0, 0), "sad": (0, 1, 0),
-    "Subtitle text: 'hi'": (1, 1, 1), "the text says hi": (1, 1, 1), "calm tone": (0, 1, 1),
+    "smile": (1, 0, 0),
+    "smiling": (1, 0, 0),
+    "frown": (0, 1, 0),
+    "loud voice": (0, 0, 1),
+    "soft voice": (0, 0, 1),
+    "smile-frown": (1, 1, 0),
+    "happy": (1, 0, 0),
+    "sad": (0, 1, 0),
+    "Subtitle text: 'hi'": (1, 1, 1),
+    "the text says hi": (1, 1, 1),
+    "calm tone": (0, 1, 1),
 }
 
 
@@ -144,8 +152,12 @@ def test_no_scored_samples_gives_none_not_a_crash() -> None:
 
 CUES = {
     "visual": ["A woman is using a phone.", "The corners of her mouth are upturned.", "She nods slightly."],
-    "auditory": ["The voice is loud.", "The tone remains calm.", "Laughter is perceptible.",
-                 "Subtitle text: 'See you then.'"],
+    "auditory": [
+        "The voice is loud.",
+        "The tone remains calm.",
+        "Laughter is perceptible.",
+        "Subtitle text: 'See you then.'",
+    ],
     "emotional": ["She is likely receiving good news.", "Her mood is pleasant."],
 }
 
@@ -201,15 +213,24 @@ def _release_style(pred: dict, ref: dict, model) -> dict:  # noqa: ANN001 - a Se
 
 def test_minilm_matches_the_released_procedure(minilm: CachedEmbedder) -> None:
     ref = {
-        "a": {"visual": ["She smiles.", "She nods."], "auditory": ["Her voice is loud.", "Subtitle text: 'Hi.'"],
-              "emotional": ["She is happy.", "She expects good news."]},
-        "b": {"visual": ["He frowns.", "His fists are clenched."], "auditory": ["He shouts."],
-              "emotional": ["He is angry."]},
+        "a": {
+            "visual": ["She smiles.", "She nods."],
+            "auditory": ["Her voice is loud.", "Subtitle text: 'Hi.'"],
+            "emotional": ["She is happy.", "She expects good news."],
+        },
+        "b": {
+            "visual": ["He frowns.", "His fists are clenched."],
+            "auditory": ["He shouts."],
+            "emotional": ["He is angry."],
+        },
         "c": {"visual": [], "auditory": ["A long sigh."], "emotional": ["She is tired."]},
     }
     pred = {
-        "a": {"visual": ["She is smiling.", "She is smiling.", "The room is bright."], "auditory": ["Loud voice."],
-              "emotional": ["Happy mood."]},
+        "a": {
+            "visual": ["She is smiling.", "She is smiling.", "The room is bright."],
+            "auditory": ["Loud voice."],
+            "emotional": ["Happy mood."],
+        },
         "b": {"visual": [], "auditory": ["The text he says is rude.", "He yells."]},
         "c": {"visual": ["A woman sits."], "auditory": ["She sighs."], "emotional": ["She feels exhausted."]},
     }
@@ -217,5 +238,8 @@ def test_minilm_matches_the_released_procedure(minilm: CachedEmbedder) -> None:
     release = _release_style(pred, ref, minilm.inner._load())
     for cat, (r, p, f) in release.items():
         got = ours.categories[cat]
-        assert (got.recall, got.precision, got.f1) == (pytest.approx(r, abs=1e-5), pytest.approx(p, abs=1e-5),
-                                                        pytest.approx(f, abs=1e-5))
+        assert (got.recall, got.precision, got.f1) == (
+            pytest.approx(r, abs=1e-5),
+            pytest.approx(p, abs=1e-5),
+            pytest.approx(f, abs=1e-5),
+        )

@@ -44,9 +44,25 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096", "--n_threads", "2", "--model_alias", "smollm2"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2_gguf_path()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "4096",
+            "--n_threads",
+            "2",
+            "--model_alias",
+            "smollm2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -79,8 +95,7 @@ def settings_for(base: str, retries: int = 1) -> EvalSettings:
 def test_json_mode_reply_from_a_real_server(llama_server: str, minilm: CachedEmbedder) -> None:
     # One completion (no retries); 160 tokens keep it short, so the reply may be cut: then the client must
     # fall back rather than fail.
-    ext = OpenAIExtractor(settings_for(llama_server, retries=0), fallback=OfflineExtractor(minilm),
-                          max_tokens=160)
+    ext = OpenAIExtractor(settings_for(llama_server, retries=0), fallback=OfflineExtractor(minilm), max_tokens=160)
     try:
         cues = ext.extract(PARAGRAPH)
     finally:
@@ -100,8 +115,9 @@ def test_json_mode_reply_from_a_real_server(llama_server: str, minilm: CachedEmb
         assert cues == OfflineExtractor(minilm).extract(PARAGRAPH)
 
 
-def test_unusable_endpoint_falls_back_with_a_warning(llama_server: str, minilm: CachedEmbedder,
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_unusable_endpoint_falls_back_with_a_warning(
+    llama_server: str, minilm: CachedEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
     # the real server, wrong path: every attempt gets a 404, then the offline extractor answers
     bad = llama_server.rsplit("/v1", 1)[0] + "/no-such-api"
     ext = OpenAIExtractor(settings_for(bad, retries=1), fallback=OfflineExtractor(minilm))
@@ -122,11 +138,20 @@ def test_unreachable_endpoint_without_fallback_raises() -> None:
 
 def test_parse_cues_validates_and_normalises() -> None:
     assert parse_cues('{"visual": ["A smile."], "audio": "Loud voice.", "emotion": ["Happy.", "Happy."]}') == {
-        "visual": ["A smile."], "auditory": ["Loud voice."], "emotional": ["Happy."]}
+        "visual": ["A smile."],
+        "auditory": ["Loud voice."],
+        "emotional": ["Happy."],
+    }
     fenced = 'Here you go:\n```json\n{"visual": [], "auditory": [], "emotional": ["Calm."]}\n```'
     assert parse_cues(fenced)["emotional"] == ["Calm."]
-    for bad in ("", "[1, 2]", '{"colour": ["red"]}', '{"visual": [], "auditory": [], "emotional": []}',
-                '{"visual": [1, 2]}', "{not json"):
+    for bad in (
+        "",
+        "[1, 2]",
+        '{"colour": ["red"]}',
+        '{"visual": [], "auditory": [], "emotional": []}',
+        '{"visual": [1, 2]}',
+        "{not json",
+    ):
         with pytest.raises(ExtractionFailed):
             parse_cues(bad)
 
@@ -134,8 +159,12 @@ def test_parse_cues_validates_and_normalises() -> None:
 def test_a_copy_of_the_worked_example_is_rejected() -> None:
     """SmolLM2 tends to return the prompt's example; such a reply must not be scored as the clip's cues."""
     assert echoes_example({k: list(v) for k, v in EXAMPLE_CUES.items()})
-    mostly = {"visual": ["A young woman sits at a desk.", "The office is dim."],  # pronouns swapped
-              "auditory": ["A loud voice."], "emotional": ["She feels sad."]}
+    mostly = {
+        "visual": ["A young woman sits at a desk.", "The office is dim."],  # pronouns swapped
+        "auditory": ["A loud voice."],
+        "emotional": ["She feels sad."],
+    }
     assert echoes_example(mostly)
-    assert not echoes_example({"visual": ["A woman smiles.", "The office is dim."], "auditory": ["Loud."],
-                               "emotional": ["Happy."]})
+    assert not echoes_example(
+        {"visual": ["A woman smiles.", "The office is dim."], "auditory": ["Loud."], "emotional": ["Happy."]}
+    )

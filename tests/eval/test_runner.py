@@ -26,7 +26,7 @@ from xemo.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 HAPPY_REF = (
     "In the video, an astronaut in a white suit smiles broadly, the corners of his mouth turned up. In the audio, "
-    "his voice is steady and clear. The subtitle says, \"I cannot believe you did this again.\" Overall he seems "
+    'his voice is steady and clear. The subtitle says, "I cannot believe you did this again." Overall he seems '
     "pleased and relaxed."
 )
 SUMMARY_KEYS = {"emocue360", "label", "latency", "model"}
@@ -61,14 +61,29 @@ class CountingAnalyzer(InProcessAnalyzer):
 
 
 def test_in_process_run_and_resume(clips: Path, minilm: CachedEmbedder, tmp_path: Path) -> None:
-    manifest = write_manifest(clips / "manifest.jsonl", [
-        {"id": "face", "video": "face.mp4", "transcript": "I cannot believe you did this again.",
-         "reference_description": HAPPY_REF, "reference_label": "Happiness"},
-        {"id": "pattern", "video": "testsrc.mp4", "reference_label": "neutral",
-         "reference_cues": {"visual": ["A colourful test pattern fills the screen."],
-                            "auditory": ["A synthetic voice speaks at a steady pace."], "emotional": []}},
-        {"id": "broken", "video": "broken.mp4", "reference_label": "sad"},
-    ])
+    manifest = write_manifest(
+        clips / "manifest.jsonl",
+        [
+            {
+                "id": "face",
+                "video": "face.mp4",
+                "transcript": "I cannot believe you did this again.",
+                "reference_description": HAPPY_REF,
+                "reference_label": "Happiness",
+            },
+            {
+                "id": "pattern",
+                "video": "testsrc.mp4",
+                "reference_label": "neutral",
+                "reference_cues": {
+                    "visual": ["A colourful test pattern fills the screen."],
+                    "auditory": ["A synthetic voice speaks at a steady pace."],
+                    "emotional": [],
+                },
+            },
+            {"id": "broken", "video": "broken.mp4", "reference_label": "sad"},
+        ],
+    )
     out = tmp_path / "run"
     settings = quick_settings()
     an = CountingAnalyzer(settings)
@@ -141,8 +156,13 @@ def test_manifest_errors_name_the_line(tmp_path: Path) -> None:
 def test_cli_bad_manifest_exits_2(tmp_path: Path) -> None:
     p = tmp_path / "m.jsonl"
     p.write_text("{}\n")
-    r = subprocess.run([sys.executable, "-m", "xemo.cli", "eval", "run", str(p), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    r = subprocess.run(
+        [sys.executable, "-m", "xemo.cli", "eval", "run", str(p), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -160,8 +180,13 @@ def xemo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("xemo_serve") / "serve.log"
     env = {**os.environ, "XEMO_GENERATION__MAX_TOKENS": "24", "HF_HUB_OFFLINE": "1"}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "xemo.cli", "serve", "--host", "127.0.0.1", "--port",
-                                 str(port)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xemo.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
@@ -185,18 +210,28 @@ def xemo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
 
 
-def test_run_against_a_real_server(clips: Path, xemo_server: str, minilm: CachedEmbedder, tmp_path: Path,
-                                   speech_wav: Path) -> None:
+def test_run_against_a_real_server(
+    clips: Path, xemo_server: str, minilm: CachedEmbedder, tmp_path: Path, speech_wav: Path
+) -> None:
     (clips / "speech.wav").write_bytes(speech_wav.read_bytes())
-    manifest = write_manifest(clips / "served.jsonl", [
-        {"id": "face", "video": "face.mp4", "reference_description": HAPPY_REF, "reference_label": "happy"},
-        {"id": "pattern", "video": "testsrc.mp4", "audio": "speech.wav", "transcript": "Fine.",
-         "reference_description": "In the video, a test pattern is shown. In the audio, a flat voice speaks.",
-         "reference_label": "neutral"},
-    ])
+    manifest = write_manifest(
+        clips / "served.jsonl",
+        [
+            {"id": "face", "video": "face.mp4", "reference_description": HAPPY_REF, "reference_label": "happy"},
+            {
+                "id": "pattern",
+                "video": "testsrc.mp4",
+                "audio": "speech.wav",
+                "transcript": "Fine.",
+                "reference_description": "In the video, a test pattern is shown. In the audio, a flat voice speaks.",
+                "reference_label": "neutral",
+            },
+        ],
+    )
     out = tmp_path / "served"
-    res = run_benchmark(Settings(), manifest, out, server=xemo_server, concurrency=2, embedder=minilm,
-                        show_progress=False)
+    res = run_benchmark(
+        Settings(), manifest, out, server=xemo_server, concurrency=2, embedder=minilm, show_progress=False
+    )
     recs = [json.loads(x) for x in (out / RESULTS).read_text().splitlines()]
     assert [r["status"] for r in recs] == ["ok", "ok"], recs
     assert all(r["answer"]["emotion"]["label"] for r in recs)
