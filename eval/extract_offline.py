@@ -78,7 +78,9 @@ _INFER = re.compile(
     r"likely|probably|possibly|perhaps|may|might|seems?|feel\w*|felt|mood|emotion\w*|state|attitude|"
     r"express(?:es|ing)?|conve\w*|therefore|overall|conclude|willing\w*|response|reaction|"
     r"news|anticipat\w*|satisf\w*|dissatisf\w*|frustrat\w*|disappoint\w*|happiness|anger|sadness|fear|"
-    r"worr\w*|anxi\w*|surpris\w*|disgust\w*|excite\w*|content\w*|pleas\w*|upset|helpless\w*|confus\w*)\b",
+    r"worr\w*|anxi\w*|surpris\w*|disgust\w*|excite\w*|content\w*|pleas\w*|upset|helpless\w*|confus\w*|"
+    r"happy|sad|angry|joy\w*|glad|cheerful|nervous|afraid|scared|annoyed|irritat\w*|furious|relaxed|"
+    r"calm(?:ness)?|tense|tension|distress\w*|hopeful|lonely|bored)\b",
     re.I,
 )
 _QUOTE = re.compile(r"\"\"?([^\"]+?)\"\"?|“([^”]+)”|‘([^’]+)’")
