@@ -37,8 +37,15 @@ def video_module() -> torch.nn.Module:
 
     from engines.xemogpt.video import VideoFrontEnd
 
-    cfg = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                           image_size=224, patch_size=16, attn_implementation="sdpa")
+    cfg = CLIPVisionConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=224,
+        patch_size=16,
+        attn_implementation="sdpa",
+    )
     return VideoFrontEnd(CLIPVisionModel(cfg), D_LLM).eval()
 
 
@@ -47,8 +54,15 @@ def audio_module() -> torch.nn.Module:
 
     from engines.xemogpt.audio import AudioFrontEnd
 
-    cfg = HubertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                       feat_extract_norm="layer", do_stable_layer_norm=True, attn_implementation="sdpa")
+    cfg = HubertConfig(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        attn_implementation="sdpa",
+    )
     return AudioFrontEnd(HubertModel(cfg), D_LLM).eval()
 
 
@@ -113,26 +127,45 @@ def main() -> None:
                 t_torch, c_torch, ref = timed(eager, xs, args.reps, warm)
                 t_ort, c_ort, got = timed(ort, xs, args.reps, warm)
                 max_abs, omc, _ = compare(ref, got)
-                row = {"graph": name, "batch": b, "params_m": round(params / 1e6, 1),
-                       "input": "x".join(map(str, xs[0].shape)), "torch_ms": round(t_torch * 1e3, 1),
-                       "ort_ms": round(t_ort * 1e3, 1), "speedup": round(t_torch / t_ort, 3),
-                       "torch_cpu_s": round(c_torch, 2), "ort_cpu_s": round(c_ort, 2),
-                       "cpu_ratio": round(c_torch / c_ort, 3),
-                       "torch_clips_per_s": round(b / t_torch, 3), "ort_clips_per_s": round(b / t_ort, 3),
-                       "max_abs": max_abs, "one_minus_cos": omc, "export_s": round(export_s, 1)}
+                row = {
+                    "graph": name,
+                    "batch": b,
+                    "params_m": round(params / 1e6, 1),
+                    "input": "x".join(map(str, xs[0].shape)),
+                    "torch_ms": round(t_torch * 1e3, 1),
+                    "ort_ms": round(t_ort * 1e3, 1),
+                    "speedup": round(t_torch / t_ort, 3),
+                    "torch_cpu_s": round(c_torch, 2),
+                    "ort_cpu_s": round(c_ort, 2),
+                    "cpu_ratio": round(c_torch / c_ort, 3),
+                    "torch_clips_per_s": round(b / t_torch, 3),
+                    "ort_clips_per_s": round(b / t_ort, 3),
+                    "max_abs": max_abs,
+                    "one_minus_cos": omc,
+                    "export_s": round(export_s, 1),
+                }
                 results.append(row)
-                print(f"{name:<6} b={b:<2} {row['input']:<18} torch {row['torch_ms']:>9.1f} ms  "
-                      f"ort {row['ort_ms']:>9.1f} ms  x{row['speedup']:.2f}  "
-                      f"({row['torch_clips_per_s']:.2f} vs {row['ort_clips_per_s']:.2f} clips/s)  "
-                      f"cpu x{row['cpu_ratio']:.2f}  max|d| {max_abs:.1e}", flush=True)
+                print(
+                    f"{name:<6} b={b:<2} {row['input']:<18} torch {row['torch_ms']:>9.1f} ms  "
+                    f"ort {row['ort_ms']:>9.1f} ms  x{row['speedup']:.2f}  "
+                    f"({row['torch_clips_per_s']:.2f} vs {row['ort_clips_per_s']:.2f} clips/s)  "
+                    f"cpu x{row['cpu_ratio']:.2f}  max|d| {max_abs:.1e}",
+                    flush=True,
+                )
             del module, ort
-    out = {"machine": {"cpu_threads": args.threads, "platform": platform.platform(),
-                       "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__},
-           "settings": {"reps": args.reps, "audio_s": args.audio_s, "frames": 16, "d_llm": D_LLM},
-           "results": results,
-           "ratios": {f"{r['graph']}_b{r['batch']}": r["speedup"] for r in results},
-           "cpu_time_ratios": {f"{r['graph']}_b{r['batch']}": r["cpu_ratio"] for r in results},
-           "load_average": list(__import__("os").getloadavg())}
+    out = {
+        "machine": {
+            "cpu_threads": args.threads,
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
+        },
+        "settings": {"reps": args.reps, "audio_s": args.audio_s, "frames": 16, "d_llm": D_LLM},
+        "results": results,
+        "ratios": {f"{r['graph']}_b{r['batch']}": r["speedup"] for r in results},
+        "cpu_time_ratios": {f"{r['graph']}_b{r['batch']}": r["cpu_ratio"] for r in results},
+        "load_average": list(__import__("os").getloadavg()),
+    }
     path = ROOT / "bench" / "results" / "export.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")

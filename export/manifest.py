@@ -116,8 +116,9 @@ def verify_files(out_dir: Path, files: dict[str, str], what: str) -> None:
         if not p.is_file():
             raise ArtifactError(f"{what}: file {name!r} listed in the manifest is missing; re-export")
         if sha256_file(p) != want:
-            raise ArtifactError(f"{what}: file {name!r} does not match its sha256 in the manifest "
-                                "(corrupted or replaced); re-export")
+            raise ArtifactError(
+                f"{what}: file {name!r} does not match its sha256 in the manifest (corrupted or replaced); re-export"
+            )
 
 
 def check_graph(m: Manifest, name: str, out_dir: Path) -> GraphEntry:
@@ -132,8 +133,7 @@ def check_graph(m: Manifest, name: str, out_dir: Path) -> GraphEntry:
 
 def check_contract(m: Manifest, expected: dict[str, int]) -> None:
     """The exported shapes fit the model being served (e.g. token width = the LLM's hidden size)."""
-    bad = [f"{k}: exported {m.contract.get(k)} vs expected {v}" for k, v in expected.items()
-           if m.contract.get(k) != v]
+    bad = [f"{k}: exported {m.contract.get(k)} vs expected {v}" for k, v in expected.items() if m.contract.get(k) != v]
     if bad:
         raise ArtifactError("exported artefacts do not fit the configured model (" + "; ".join(bad) + "); re-export")
 

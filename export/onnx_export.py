@@ -55,8 +55,10 @@ def audio_spec(dim: int, max_batch: int, max_samples: int) -> GraphSpec:
     """input_values (B, T) float32 + attention_mask (B, T) int64 -> tokens (B, F, D) + valid (B, F) bool."""
     return GraphSpec(
         AUDIO,
-        (TensorSpec("input_values", "float32", ("batch", "time")),
-         TensorSpec("attention_mask", "int64", ("batch", "time"))),
+        (
+            TensorSpec("input_values", "float32", ("batch", "time")),
+            TensorSpec("attention_mask", "int64", ("batch", "time")),
+        ),
         (TensorSpec("tokens", "float32", ("batch", "frames", dim)), TensorSpec("valid", "bool", ("batch", "frames"))),
         max_batch,
         max_samples,
@@ -88,7 +90,7 @@ def example_inputs(spec: GraphSpec, batch: int = 2, dtype: torch.dtype = torch.f
         return (torch.randn(batch, int(f), int(c), int(h), int(w), dtype=dtype),)
     t = 16000
     mask = torch.ones(batch, t, dtype=torch.int64)
-    mask[1:, t // 2:] = 0  # a padded row, so the masking path is traced
+    mask[1:, t // 2 :] = 0  # a padded row, so the masking path is traced
     return torch.randn(batch, t, dtype=dtype), mask
 
 
@@ -102,8 +104,14 @@ def _dynamic_shapes(spec: GraphSpec) -> dict[str, dict[int, Any]]:
     return {"input_values": {0: batch, 1: time}, "attention_mask": {0: batch, 1: time}}
 
 
-def export_onnx(module: nn.Module, spec: GraphSpec, out_dir: Path, opset: int, stem: str | None = None,
-                dtype: torch.dtype = torch.float32) -> ExportedGraph:
+def export_onnx(
+    module: nn.Module,
+    spec: GraphSpec,
+    out_dir: Path,
+    opset: int,
+    stem: str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> ExportedGraph:
     """Export `module` (a front end in eval mode on CPU, weights in `dtype`) to `out_dir/<stem>.onnx` (+ external
     data). A float16/bfloat16 export is a strongly typed graph for TensorRT 11, which has no precision flags."""
     import onnx

@@ -42,8 +42,11 @@ def cases(spec: GraphSpec, sample_rate: int = 16000, seed: int = 0) -> list[tupl
     rng = np.random.default_rng(seed)
     if spec.name == VIDEO:
         _, f, c, h, w = spec.inputs[0].shape
-        return [(f"batch{b}", {"pixel_values": rng.standard_normal((b, f, c, h, w), dtype=np.float32)})
-                for b in BATCHES if b <= spec.max_batch]
+        return [
+            (f"batch{b}", {"pixel_values": rng.standard_normal((b, f, c, h, w), dtype=np.float32)})
+            for b in BATCHES
+            if b <= spec.max_batch
+        ]
     sr = sample_rate
     lengths: list[tuple[str, list[int]]] = [
         ("batch1", [sr]),
@@ -90,8 +93,15 @@ def compare(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> tuple[float
     return max_abs, float(max(0.0, (1.0 - cos).max())), masks_equal
 
 
-def check(spec: GraphSpec, reference: GraphFn, candidate: GraphFn, atol: float, cos_tol: float,
-          sample_rate: int = 16000, on_case: Callable[[str], None] | None = None) -> list[ParityRow]:
+def check(
+    spec: GraphSpec,
+    reference: GraphFn,
+    candidate: GraphFn,
+    atol: float,
+    cos_tol: float,
+    sample_rate: int = 16000,
+    on_case: Callable[[str], None] | None = None,
+) -> list[ParityRow]:
     rows = []
     for name, inputs in cases(spec, sample_rate):
         ref = reference(inputs)
@@ -100,12 +110,33 @@ def check(spec: GraphSpec, reference: GraphFn, candidate: GraphFn, atol: float, 
         try:
             got = candidate(inputs)
         except Exception as e:  # a runtime error at this shape is a parity failure, reported, not a crash
-            rows.append(ParityRow(spec.name, name, first.shape[0], shape, float("inf"), float("inf"), False, False,
-                                  f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"))
+            rows.append(
+                ParityRow(
+                    spec.name,
+                    name,
+                    first.shape[0],
+                    shape,
+                    float("inf"),
+                    float("inf"),
+                    False,
+                    False,
+                    f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
+                )
+            )
             continue
         max_abs, omc, masks_equal = compare(ref, got)
-        rows.append(ParityRow(spec.name, name, first.shape[0], shape, max_abs, omc,
-                              masks_equal, masks_equal and max_abs <= atol and omc <= cos_tol))
+        rows.append(
+            ParityRow(
+                spec.name,
+                name,
+                first.shape[0],
+                shape,
+                max_abs,
+                omc,
+                masks_equal,
+                masks_equal and max_abs <= atol and omc <= cos_tol,
+            )
+        )
         if on_case:
             on_case(name)
     return rows
@@ -127,6 +158,8 @@ def torch_fn(module: Any) -> GraphFn:
 def format_table(rows: Sequence[ParityRow]) -> str:
     lines = ["graph  case           input shape             max|diff|   1-cos      ok"]
     for r in rows:
-        lines.append(f"{r.graph:<6} {r.case:<14} {r.shape:<23} {r.max_abs:<11.3e} {r.one_minus_cos:<10.3e} "
-                     f"{'yes' if r.passed else 'NO'}")
+        lines.append(
+            f"{r.graph:<6} {r.case:<14} {r.shape:<23} {r.max_abs:<11.3e} {r.one_minus_cos:<10.3e} "
+            f"{'yes' if r.passed else 'NO'}"
+        )
     return "\n".join(lines)

@@ -45,8 +45,9 @@ def load_torch_front_ends(settings: Settings) -> TorchFrontEnds:
 
         src = from_bundle(x)  # cheap: encoders + bridges, the LLM is only a path
         video, audio = src.build_modules()
-        return TorchFrontEnds(video.eval(), audio.eval(),
-                              expected_contract(x.num_frames, src.image_size, src.llm_hidden), {})
+        return TorchFrontEnds(
+            video.eval(), audio.eval(), expected_contract(x.num_frames, src.image_size, src.llm_hidden), {}
+        )
     clip_dir, hubert_dir, ckpt = require(x, "clip"), require(x, "hubert"), require(x, "checkpoint", "file")
     front_sd, _ = split_llm(read_state_dict(ckpt))
     proj = front_sd.get("visual_llm_project.weight")
@@ -54,5 +55,9 @@ def load_torch_front_ends(settings: Settings) -> TorchFrontEnds:
         raise ModelError("xemogpt.checkpoint has no visual_llm_project.weight: not an XEmoGPT checkpoint")
     dim = int(proj.shape[0])
     video, audio = build_front_ends(clip_dir, hubert_dir, dim, x.num_frames, front_sd, x.lora_r, x.lora_alpha)
-    return TorchFrontEnds(video.eval(), audio.eval(), expected_contract(x.num_frames, image_size_of(clip_dir), dim),
-                          {"clip": clip_dir, "hubert": hubert_dir, "checkpoint": ckpt})
+    return TorchFrontEnds(
+        video.eval(),
+        audio.eval(),
+        expected_contract(x.num_frames, image_size_of(clip_dir), dim),
+        {"clip": clip_dir, "hubert": hubert_dir, "checkpoint": ckpt},
+    )

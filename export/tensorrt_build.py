@@ -102,16 +102,28 @@ def precision_plan(precision: str, trt_version: str) -> PrecisionPlan:
     dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, "float32")
     if trt_major(trt_version) >= 11:
         if precision == "int8":
-            return PrecisionPlan("float32", (), "TensorRT 11 has no implicit INT8 (it needs a Q/DQ-quantized "
-                                 "ONNX graph, e.g. from NVIDIA ModelOpt); use --precision fp16, bf16 or fp32")
+            return PrecisionPlan(
+                "float32",
+                (),
+                "TensorRT 11 has no implicit INT8 (it needs a Q/DQ-quantized "
+                "ONNX graph, e.g. from NVIDIA ModelOpt); use --precision fp16, bf16 or fp32",
+            )
         return PrecisionPlan(dtype, ())
     flags = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8", "FP16")}[precision]
     return PrecisionPlan("float32", flags)
 
 
 def cache_key(gpu: str, trt_version: str, onnx_sha256: str, precision: str, profs: Sequence[Profile]) -> str:
-    blob = json.dumps({"gpu": gpu, "tensorrt": trt_version, "onnx": onnx_sha256, "precision": precision,
-                       "profiles": [p.to_dict() for p in profs]}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "gpu": gpu,
+            "tensorrt": trt_version,
+            "onnx": onnx_sha256,
+            "precision": precision,
+            "profiles": [p.to_dict() for p in profs],
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -130,8 +142,13 @@ def gpu_name() -> str | None:
         pass
     if shutil.which("nvidia-smi"):
         try:
-            r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=10, check=True)
+            r = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
             names = [n.strip() for n in r.stdout.splitlines() if n.strip()]
             return names[0] if names else None
         except (OSError, subprocess.SubprocessError):
@@ -144,8 +161,10 @@ def unavailable_reason() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return ("the `tensorrt` Python package is not installed (it needs a CUDA GPU machine and NVIDIA's "
-                "package index: pip install tensorrt-cu12)")
+        return (
+            "the `tensorrt` Python package is not installed (it needs a CUDA GPU machine and NVIDIA's "
+            "package index: pip install tensorrt-cu12)"
+        )
     except Exception as e:  # installed but its CUDA libraries do not load
         return f"the `tensorrt` package is installed but cannot load its libraries ({type(e).__name__})"
     if gpu_name() is None:
@@ -172,8 +191,13 @@ class BuiltEngine:
         return d
 
 
-def build_engine(onnx_path: Path, profs: Sequence[Profile], precision: str, workspace_mb: int,
-                 calibration: Callable[[], list[dict[str, Any]]] | None = None) -> bytes:
+def build_engine(
+    onnx_path: Path,
+    profs: Sequence[Profile],
+    precision: str,
+    workspace_mb: int,
+    calibration: Callable[[], list[dict[str, Any]]] | None = None,
+) -> bytes:
     """Parse the ONNX graph and build a serialized engine (TensorRT 10 API). Needs tensorrt and a GPU."""
     import tensorrt as trt
 
@@ -240,10 +264,15 @@ def _calibrator(trt: Any, batches: list[dict[str, Any]], cache: Path) -> Any:
     return Calibrator()
 
 
-def build_all(out_dir: Path, graphs: dict[str, tuple[GraphSpec, str, dict[str, str]]], precision: str,
-              buckets_samples: Sequence[int], workspace_mb: int,
-              calibration: Callable[[str], list[dict[str, Any]]] | None = None,
-              on_graph: Callable[[str, bool], None] | None = None) -> list[BuiltEngine]:
+def build_all(
+    out_dir: Path,
+    graphs: dict[str, tuple[GraphSpec, str, dict[str, str]]],
+    precision: str,
+    buckets_samples: Sequence[int],
+    workspace_mb: int,
+    calibration: Callable[[str], list[dict[str, Any]]] | None = None,
+    on_graph: Callable[[str, bool], None] | None = None,
+) -> list[BuiltEngine]:
     """Build (or reuse from the cache) one engine per graph.
 
     graphs: name -> (spec, ONNX file relative to out_dir, {graph file: sha256} incl. external data)."""
@@ -266,8 +295,20 @@ def build_all(out_dir: Path, graphs: dict[str, tuple[GraphSpec, str, dict[str, s
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
-        out.append(BuiltEngine(name, rel, sha256_file(path), key, gpu, trt.__version__, precision,
-                               [p.to_dict() for p in profs], dict(onnx_files), cached))
+        out.append(
+            BuiltEngine(
+                name,
+                rel,
+                sha256_file(path),
+                key,
+                gpu,
+                trt.__version__,
+                precision,
+                [p.to_dict() for p in profs],
+                dict(onnx_files),
+                cached,
+            )
+        )
         if on_graph:
             on_graph(name, cached)
     return out

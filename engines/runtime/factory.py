@@ -56,13 +56,16 @@ def torch_front_ends(video: nn.Module, audio: nn.Module) -> FrontEnds:
     return FrontEnds("torch", video_fn, audio_fn)
 
 
-def check_artifacts(settings: Settings, contract: dict[str, int] | None,
-                    sources: dict[str, str] | None) -> tuple[Path, mf.Manifest]:
+def check_artifacts(
+    settings: Settings, contract: dict[str, int] | None, sources: dict[str, str] | None
+) -> tuple[Path, mf.Manifest]:
     """The export directory's manifest, after every check that needs no runtime."""
     out_dir = settings.export.dir
     if out_dir is None:
-        raise ArtifactError(f"export.runtime is {settings.export.runtime!r} but export.dir is not set; "
-                            "run `xemo export --out DIR` and set export.dir: DIR")
+        raise ArtifactError(
+            f"export.runtime is {settings.export.runtime!r} but export.dir is not set; "
+            "run `xemo export --out DIR` and set export.dir: DIR"
+        )
     out_dir = Path(out_dir)
     m = mf.load(out_dir)
     if m.profile != settings.profile:
@@ -76,9 +79,12 @@ def check_artifacts(settings: Settings, contract: dict[str, int] | None,
     return out_dir, m
 
 
-def load_front_ends(settings: Settings, torch_modules: Callable[[], tuple[nn.Module, nn.Module]] | None = None,
-                    contract: dict[str, int] | None = None,
-                    sources: dict[str, Path | None] | None = None) -> FrontEnds:
+def load_front_ends(
+    settings: Settings,
+    torch_modules: Callable[[], tuple[nn.Module, nn.Module]] | None = None,
+    contract: dict[str, int] | None = None,
+    sources: dict[str, Path | None] | None = None,
+) -> FrontEnds:
     """The front ends for settings.export.runtime.
 
     torch_modules builds the PyTorch (video, audio) modules; only called for runtime torch, so the onnx and
@@ -106,8 +112,14 @@ def _onnx(settings: Settings, out_dir: Path, m: mf.Manifest) -> FrontEnds:
     graphs = {}
     for name in (VIDEO, AUDIO):
         g = m.graphs[name]
-        graphs[name] = OrtGraph(out_dir / g.file, e.providers, e.intra_op_threads, e.inter_op_threads,
-                                [t["name"] for t in g.inputs], [t["name"] for t in g.outputs])
+        graphs[name] = OrtGraph(
+            out_dir / g.file,
+            e.providers,
+            e.intra_op_threads,
+            e.inter_op_threads,
+            [t["name"] for t in g.inputs],
+            [t["name"] for t in g.outputs],
+        )
     video_g, audio_g = graphs[VIDEO], graphs[AUDIO]
 
     def video_fn(pixel_values: torch.Tensor) -> torch.Tensor:
@@ -135,18 +147,21 @@ def _tensorrt(out_dir: Path, m: mf.Manifest) -> FrontEnds:
     for name in (VIDEO, AUDIO):
         for e in m.tensorrt:
             profs = [Profile({k: tuple(tuple(s) for s in v) for k, v in p.items()}) for p in e.profiles]
-            if e.graph == name and e.key == cache_key(gpu, trt.__version__, graph_digest(e.onnx), e.precision,
-                                                      profs):
+            if e.graph == name and e.key == cache_key(gpu, trt.__version__, graph_digest(e.onnx), e.precision, profs):
                 if not e.parity or not all(r.get("passed") for r in e.parity):
-                    raise ArtifactError(f"the {name} TensorRT engine ({e.precision}) failed or lacks its parity "
-                                        "check at export; it will not be served")
+                    raise ArtifactError(
+                        f"the {name} TensorRT engine ({e.precision}) failed or lacks its parity "
+                        "check at export; it will not be served"
+                    )
                 mf.verify_files(out_dir, {e.file: e.sha256}, f"{name} TensorRT engine")
                 graphs[name] = TrtGraph(out_dir / e.file, e.profiles)
                 break
         else:
-            raise ArtifactError(f"no TensorRT engine for the {name} graph built for {gpu} with TensorRT "
-                                f"{trt.__version__}; run `xemo export --format tensorrt` on this machine "
-                                "(engines are never built at serve time)")
+            raise ArtifactError(
+                f"no TensorRT engine for the {name} graph built for {gpu} with TensorRT "
+                f"{trt.__version__}; run `xemo export --format tensorrt` on this machine "
+                "(engines are never built at serve time)"
+            )
     video_g, audio_g = graphs[VIDEO], graphs[AUDIO]
 
     def video_fn(pixel_values: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,10 @@ def check_providers(configured: Sequence[str], active: Sequence[str]) -> str | N
     """
     missing = [p for p in configured if p not in active]
     if missing:
-        return (f"configured ONNX Runtime providers {list(configured)} but active are {list(active)}: "
-                f"{', '.join(missing)} did not load (missing libraries or no GPU)")
+        return (
+            f"configured ONNX Runtime providers {list(configured)} but active are {list(active)}: "
+            f"{', '.join(missing)} did not load (missing libraries or no GPU)"
+        )
     return None
 
 
@@ -46,9 +48,16 @@ def _provider_options(providers: Sequence[str], cache_dir: Path | None) -> list[
 class OrtGraph:
     """One exported graph in an InferenceSession, called with numpy arrays or torch tensors."""
 
-    def __init__(self, path: Path, providers: Sequence[str], intra_op_threads: int, inter_op_threads: int,
-                 expected_inputs: Sequence[str] = (), expected_outputs: Sequence[str] = (),
-                 strict: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        providers: Sequence[str],
+        intra_op_threads: int,
+        inter_op_threads: int,
+        expected_inputs: Sequence[str] = (),
+        expected_outputs: Sequence[str] = (),
+        strict: bool = True,
+    ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -58,8 +67,8 @@ class OrtGraph:
         opts.log_severity_level = 3  # ORT's provider fallback warnings are replaced by our own check
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=opts,
-                providers=_provider_options(providers, path.parent / "ort_trt_cache"))
+                str(path), sess_options=opts, providers=_provider_options(providers, path.parent / "ort_trt_cache")
+            )
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types for a damaged file
             raise ArtifactError(f"ONNX Runtime cannot load {path.name}: {str(e).splitlines()[0][:200]}") from None
         self.name = path.stem
@@ -70,16 +79,26 @@ class OrtGraph:
             raise RuntimeNotReady(self.not_ready_reason)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        if expected_inputs and list(expected_inputs) != self.input_names or \
-                expected_outputs and list(expected_outputs) != self.output_names:
+        if (
+            expected_inputs
+            and list(expected_inputs) != self.input_names
+            or expected_outputs
+            and list(expected_outputs) != self.output_names
+        ):
             raise ArtifactError(
                 f"{path.name} has inputs {self.input_names} / outputs {self.output_names}, the manifest says "
-                f"{list(expected_inputs)} / {list(expected_outputs)}; re-export")
+                f"{list(expected_inputs)} / {list(expected_outputs)}; re-export"
+            )
         self.on_gpu = bool(self.active) and self.active[0] in GPU_PROVIDERS
 
     def health(self) -> dict[str, Any]:
-        return {"graph": self.name, "configured": self.configured, "active": self.active,
-                "ready": self.not_ready_reason is None, "reason": self.not_ready_reason}
+        return {
+            "graph": self.name,
+            "configured": self.configured,
+            "active": self.active,
+            "ready": self.not_ready_reason is None,
+            "reason": self.not_ready_reason,
+        }
 
     def __call__(self, *inputs: Any) -> list[Any]:
         if len(inputs) != len(self.input_names):

@@ -31,8 +31,10 @@ class TrtGraph:
             raise ArtifactError(f"TensorRT could not deserialize {path.name} (built by another TensorRT/GPU?)")
         self.profiles = [Profile({k: tuple(tuple(s) for s in v) for k, v in p.items()}) for p in profiles]
         if self.engine.num_optimization_profiles != len(self.profiles):
-            raise ArtifactError(f"{path.name} has {self.engine.num_optimization_profiles} profiles, "
-                                f"the manifest lists {len(self.profiles)}; re-export")
+            raise ArtifactError(
+                f"{path.name} has {self.engine.num_optimization_profiles} profiles, "
+                f"the manifest lists {len(self.profiles)}; re-export"
+            )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
@@ -49,15 +51,22 @@ class TrtGraph:
 
     def _torch_dtype(self, name: str) -> Any:
         trt, torch = self._trt, self._torch
-        return {trt.float32: torch.float32, trt.float16: torch.float16, trt.bfloat16: torch.bfloat16,
-                trt.int64: torch.int64, trt.int32: torch.int32, trt.bool: torch.bool,
-                }[self.engine.get_tensor_dtype(name)]
+        return {
+            trt.float32: torch.float32,
+            trt.float16: torch.float16,
+            trt.bfloat16: torch.bfloat16,
+            trt.int64: torch.int64,
+            trt.int32: torch.int32,
+            trt.bool: torch.bool,
+        }[self.engine.get_tensor_dtype(name)]
 
     def __call__(self, *inputs: Any) -> list[Any]:
         torch = self._torch
         # the engine's own input types (a float16/bfloat16 graph for TensorRT 11 reduced precision)
-        xs = [torch.as_tensor(x).cuda().to(self._torch_dtype(n)).contiguous()
-              for n, x in zip(self.inputs, inputs, strict=True)]
+        xs = [
+            torch.as_tensor(x).cuda().to(self._torch_dtype(n)).contiguous()
+            for n, x in zip(self.inputs, inputs, strict=True)
+        ]
         orig_t = xs[0].shape[1] if len(xs) == 2 else None
         idx = select_profile(self.profiles, {n: tuple(x.shape) for n, x in zip(self.inputs, xs, strict=True)})
         if idx < 0:

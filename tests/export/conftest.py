@@ -26,8 +26,10 @@ def make_settings(tiny: dict[str, Any]) -> Callable[..., Settings]:
 
     def make(**export: Any) -> Settings:
         data = load_yaml(tiny["config"])
-        data["export"] = {**data.get("export", {}), **{k: str(v) if isinstance(v, Path) else v
-                                                       for k, v in export.items()}}
+        data["export"] = {
+            **data.get("export", {}),
+            **{k: str(v) if isinstance(v, Path) else v for k, v in export.items()},
+        }
         return Settings(**data)
 
     return make

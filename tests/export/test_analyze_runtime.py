@@ -17,9 +17,23 @@ def _analyze(config: Path, clip: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("XEMO_CONFIG", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "xemo.cli", "--config", str(config), "analyze", str(clip),
-         "--transcript", "I cannot believe you did this again.", "--json"],
-        capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+        [
+            sys.executable,
+            "-m",
+            "xemo.cli",
+            "--config",
+            str(config),
+            "analyze",
+            str(clip),
+            "--transcript",
+            "I cannot believe you did this again.",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
@@ -51,8 +65,14 @@ def test_broken_artefacts_fail_analyze_with_a_clear_error(tiny: dict, tmp_path: 
     cfg.write_text(yaml.safe_dump({**base, "export": {"runtime": "onnx", "dir": str(tmp_path / "nothing")}}))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("XEMO_CONFIG", None)
-    proc = subprocess.run([sys.executable, "-m", "xemo.cli", "--config", str(cfg), "analyze", str(testsrc_mp4)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xemo.cli", "--config", str(cfg), "analyze", str(testsrc_mp4)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
     assert proc.returncode != 0
     err = " ".join(proc.stderr.split())  # the console wraps long lines
     assert "artifact_error" in err and "no manifest.json" in err and "xemo export" in err

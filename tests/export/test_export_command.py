@@ -62,13 +62,15 @@ def test_dynamic_axes_hold_at_untraced_shapes(exported: Path, torch_front_ends) 
         tok, valid = sess_a.run(None, {"input_values": x, "attention_mask": mask})
         rtok, rvalid = torch_fn(torch_front_ends.audio)({"input_values": x, "attention_mask": mask})
         assert (valid == rvalid).all()
-        assert valid.sum(1).tolist() == [int(torch_front_ends.audio.hubert._get_feat_extract_output_lengths(
-            torch.tensor(n))) for n in lens]
+        assert valid.sum(1).tolist() == [
+            int(torch_front_ends.audio.hubert._get_feat_extract_output_lengths(torch.tensor(n))) for n in lens
+        ]
         assert np.abs(tok[valid] - rtok[valid]).max() < 1e-4
 
 
-def test_parity_failure_fails_the_command_and_marks_the_graphs(tmp_path: Path, exported: Path, make_settings,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def test_parity_failure_fails_the_command_and_marks_the_graphs(
+    tmp_path: Path, exported: Path, make_settings, capsys: pytest.CaptureFixture
+) -> None:
     """Tolerances tighter than float32 round-off: the command exits 1 and the manifest says not servable.
     (Re-run on a copy of the export: the graphs are reused, parity is measured again.)"""
     shutil.copytree(exported, tmp_path, dirs_exist_ok=True)
@@ -81,8 +83,9 @@ def test_parity_failure_fails_the_command_and_marks_the_graphs(tmp_path: Path, e
     assert any(not r["passed"] for r in m.graphs["video"].parity)
 
 
-def test_tensorrt_without_gpu_is_skipped_with_a_reason(tmp_path: Path, make_settings,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_tensorrt_without_gpu_is_skipped_with_a_reason(
+    tmp_path: Path, make_settings, capsys: pytest.CaptureFixture
+) -> None:
     rc = run(make_settings(), tmp_path / "trt", "tensorrt", "fp16")
     err = capsys.readouterr().err
     assert rc == 3
@@ -91,8 +94,9 @@ def test_tensorrt_without_gpu_is_skipped_with_a_reason(tmp_path: Path, make_sett
 
 
 @pytest.mark.parametrize(("fmt", "precision"), [("onnx", "fp16"), ("onnx", "int4"), ("plan", "fp32")])
-def test_bad_arguments_exit_2(tmp_path: Path, make_settings, fmt: str, precision: str,
-                              capsys: pytest.CaptureFixture) -> None:
+def test_bad_arguments_exit_2(
+    tmp_path: Path, make_settings, fmt: str, precision: str, capsys: pytest.CaptureFixture
+) -> None:
     assert run(make_settings(), tmp_path, fmt, precision) == 2
     assert "error:" in capsys.readouterr().err
 
@@ -113,8 +117,9 @@ def test_exported_dir_is_relocatable(tmp_path: Path, exported: Path) -> None:
     assert out.shape == (1, 16, 64)
 
 
-def test_format_all_writes_onnx_and_records_why_tensorrt_was_skipped(tmp_path: Path, exported: Path, make_settings,
-                                                                    capsys: pytest.CaptureFixture) -> None:
+def test_format_all_writes_onnx_and_records_why_tensorrt_was_skipped(
+    tmp_path: Path, exported: Path, make_settings, capsys: pytest.CaptureFixture
+) -> None:
     from export.tensorrt_build import unavailable_reason
 
     if unavailable_reason() is None:

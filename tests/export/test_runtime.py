@@ -36,8 +36,12 @@ def copy_of(exported: Path, tmp_path: Path) -> Path:
 
 
 def _load(settings, torch_front_ends, **kw):
-    return load_front_ends(settings, lambda: (torch_front_ends.video, torch_front_ends.audio),
-                           kw.get("contract", torch_front_ends.contract), kw.get("sources", weight_sources(settings)))
+    return load_front_ends(
+        settings,
+        lambda: (torch_front_ends.video, torch_front_ends.audio),
+        kw.get("contract", torch_front_ends.contract),
+        kw.get("sources", weight_sources(settings)),
+    )
 
 
 def test_onnx_runtime_matches_torch_runtime(exported: Path, make_settings, torch_front_ends) -> None:
@@ -74,8 +78,10 @@ def test_silent_cpu_fallback_is_refused(exported: Path, make_settings, torch_fro
 def test_check_providers() -> None:
     assert check_providers(["CPUExecutionProvider"], ["CPUExecutionProvider"]) is None
     assert check_providers(["CUDAExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]) is None
-    msg = check_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-                          ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    msg = check_providers(
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    )
     assert msg is not None and "TensorrtExecutionProvider" in msg and "CUDAExecutionProvider," not in msg
 
 
@@ -115,8 +121,9 @@ def test_garbage_graph_with_matching_hash_is_refused(copy_of: Path, make_setting
         _load(make_settings(runtime="onnx", dir=copy_of), torch_front_ends)
 
 
-def test_mismatched_model_or_weights_are_refused(exported: Path, make_settings, torch_front_ends,
-                                                 tmp_path: Path, tiny: dict) -> None:
+def test_mismatched_model_or_weights_are_refused(
+    exported: Path, make_settings, torch_front_ends, tmp_path: Path, tiny: dict
+) -> None:
     s = make_settings(runtime="onnx", dir=exported)
     with pytest.raises(ArtifactError, match="dim: exported 64 vs expected 2560"):
         _load(s, torch_front_ends, contract={**torch_front_ends.contract, "dim": 2560})

@@ -28,21 +28,29 @@ def run(settings: Settings, out: Path, fmt: str, precision: str) -> int:
     console = Console(stderr=True)
     fmt, precision = fmt.lower(), precision.lower()
     if settings.profile != "xemogpt":
-        console.print("[red]error:[/] export compiles the XEmoGPT front ends; set profile: xemogpt "
-                      f"(current profile: {settings.profile})")
+        console.print(
+            "[red]error:[/] export compiles the XEmoGPT front ends; set profile: xemogpt "
+            f"(current profile: {settings.profile})"
+        )
         return 2
     if fmt not in FORMATS or precision not in PRECISIONS:
-        console.print(f"[red]error:[/] --format must be one of {', '.join(FORMATS)} and --precision one of "
-                      f"{', '.join(PRECISIONS)}")
+        console.print(
+            f"[red]error:[/] --format must be one of {', '.join(FORMATS)} and --precision one of "
+            f"{', '.join(PRECISIONS)}"
+        )
         return 2
     if fmt == "onnx" and precision != "fp32":
-        console.print("[red]error:[/] ONNX graphs are exported in fp32 (parity is checked against fp32 PyTorch); "
-                      "--precision fp16|bf16|int8 applies to TensorRT engines (--format tensorrt|all)")
+        console.print(
+            "[red]error:[/] ONNX graphs are exported in fp32 (parity is checked against fp32 PyTorch); "
+            "--precision fp16|bf16|int8 applies to TensorRT engines (--format tensorrt|all)"
+        )
         return 2
     trt_reason = unavailable_reason() if fmt in ("tensorrt", "all") else None
     if fmt == "tensorrt" and trt_reason:
-        console.print(f"[yellow]TensorRT export skipped:[/] {trt_reason}. TensorRT engines are built on the GPU "
-                      "machine that will serve them; here, use --format onnx (export.runtime: onnx).")
+        console.print(
+            f"[yellow]TensorRT export skipped:[/] {trt_reason}. TensorRT engines are built on the GPU "
+            "machine that will serve them; here, use --format onnx (export.runtime: onnx)."
+        )
         return 3
     if fmt in ("tensorrt", "all") and not trt_reason:
         import tensorrt as trt
@@ -61,8 +69,7 @@ def run(settings: Settings, out: Path, fmt: str, precision: str) -> int:
         return 2
 
 
-def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason: str | None,
-            console: Console) -> int:
+def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason: str | None, console: Console) -> int:
     import contextlib
     import io
     import warnings
@@ -76,18 +83,30 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
     e = settings.export
     max_samples = int(max([*e.audio_buckets_s, settings.xemogpt.max_audio_s]) * SAMPLE_RATE)
     rows: list[parity.ParityRow] = []
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                  "{task.total}"), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("loading PyTorch front ends", total=None)
         fe = load_torch_front_ends(settings)
         c = fe.contract
-        specs = [video_spec(c["num_frames"], c["image_size"], c["dim"], e.max_batch),
-                 audio_spec(c["dim"], e.max_batch, max_samples)]
+        specs = [
+            video_spec(c["num_frames"], c["image_size"], c["dim"], e.max_batch),
+            audio_spec(c["dim"], e.max_batch, max_samples),
+        ]
         steps = sum(1 + len(parity.cases(s)) for s in specs) + 1
         progress.update(task, total=steps, completed=1, description="hashing source weights")
-        m = mf.Manifest(opset=e.opset, contract={**c, "max_batch": e.max_batch, "max_samples": max_samples},
-                        sources=mf.source_hashes(fe.sources), versions=mf.versions(),
-                        tolerances={"atol": e.atol, "cos_tol": e.cos_tol})
+        m = mf.Manifest(
+            opset=e.opset,
+            contract={**c, "max_batch": e.max_batch, "max_samples": max_samples},
+            sources=mf.source_hashes(fe.sources),
+            versions=mf.versions(),
+            tolerances={"atol": e.atol, "cos_tol": e.cos_tol},
+        )
         modules = {"video": fe.video, "audio": fe.audio}
         previous, engines = _reusable(out, m)
         for spec in specs:
@@ -103,15 +122,24 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
             progress.advance(task)
             ort_graph = OrtGraph(out / graph.file, e.providers, e.intra_op_threads, e.inter_op_threads)
             progress.update(task, description=f"parity of the {spec.name} graph vs PyTorch")
-            got = parity.check(spec, parity.torch_fn(modules[spec.name]), lambda x, g=ort_graph: g(*x.values()),
-                               e.atol, e.cos_tol,
-                               on_case=lambda _name: progress.advance(task))
+            got = parity.check(
+                spec,
+                parity.torch_fn(modules[spec.name]),
+                lambda x, g=ort_graph: g(*x.values()),
+                e.atol,
+                e.cos_tol,
+                on_case=lambda _name: progress.advance(task),
+            )
             rows += got
             if spec.name not in previous:
                 engines = []  # engines built from an older graph are stale
             m.graphs[spec.name] = mf.GraphEntry(
-                file=graph.file, files=graph.files, **spec.to_dict(),
-                parity=[r.to_dict() for r in got], parity_passed=all(r.passed for r in got))
+                file=graph.file,
+                files=graph.files,
+                **spec.to_dict(),
+                parity=[r.to_dict() for r in got],
+                parity_passed=all(r.passed for r in got),
+            )
             m.write(out)
         m.tensorrt = engines
         rc = 0
@@ -132,8 +160,10 @@ def _export(settings: Settings, out: Path, fmt: str, precision: str, trt_reason:
             console.print(f"[red]{r.graph}/{r.case}:[/] {r.error}")
     failed = [f"{r.graph}/{r.case}" for r in rows if not r.passed]
     if failed:
-        console.print(f"[red]parity FAILED[/] (atol {e.atol}, 1-cos {e.cos_tol}): {', '.join(failed)}; "
-                      "those graphs are marked not servable in the manifest")
+        console.print(
+            f"[red]parity FAILED[/] (atol {e.atol}, 1-cos {e.cos_tol}): {', '.join(failed)}; "
+            "those graphs are marked not servable in the manifest"
+        )
         return 1
     console.print(f"[green]wrote[/] {out / mf.MANIFEST}")
     return rc
@@ -152,7 +182,12 @@ def _reusable(out: Path, new: Any) -> tuple[dict[str, Any], list[Any]]:
     except ArtifactError:
         return {}, []
     same = (old.opset, old.contract, old.sources, old.versions.get("torch"), old.versions.get("onnxscript")) == (
-        new.opset, new.contract, new.sources, new.versions.get("torch"), new.versions.get("onnxscript"))
+        new.opset,
+        new.contract,
+        new.sources,
+        new.versions.get("torch"),
+        new.versions.get("onnxscript"),
+    )
     if not same:
         return {}, []
     graphs = {}
@@ -165,8 +200,9 @@ def _reusable(out: Path, new: Any) -> tuple[dict[str, Any], list[Any]]:
     return graphs, list(old.tensorrt)
 
 
-def _tensorrt(out: Path, specs: list[Any], m: Any, modules: dict[str, Any], settings: Settings,
-              precision: str) -> list[Any]:
+def _tensorrt(
+    out: Path, specs: list[Any], m: Any, modules: dict[str, Any], settings: Settings, precision: str
+) -> list[Any]:
     """Build (or reuse) engines, then measure their parity too; engines are listed in the manifest."""
     import copy
 
@@ -195,8 +231,10 @@ def _tensorrt(out: Path, specs: list[Any], m: Any, modules: dict[str, Any], sett
         opt = {k: v[1] for k, v in profiles(by_name[name], buckets)[0].shapes.items()}
         batches = []
         for _ in range(4):
-            batch = {k: (np.ones(shape, np.int64) if k == "attention_mask"
-                         else rng.standard_normal(shape, dtype=np.float32)) for k, shape in opt.items()}
+            batch = {
+                k: (np.ones(shape, np.int64) if k == "attention_mask" else rng.standard_normal(shape, dtype=np.float32))
+                for k, shape in opt.items()
+            }
             batches.append(batch)
         return batches
 
@@ -231,6 +269,12 @@ def _table(rows: list[Any]) -> Table:
     for col in ("graph", "case", "input shape", "max |diff|", "1 - cos", "ok"):
         t.add_column(col)
     for r in rows:
-        t.add_row(r.graph, r.case, r.shape, f"{r.max_abs:.2e}", f"{r.one_minus_cos:.2e}",
-                  "[green]yes[/]" if r.passed else "[red]NO[/]")
+        t.add_row(
+            r.graph,
+            r.case,
+            r.shape,
+            f"{r.max_abs:.2e}",
+            f"{r.one_minus_cos:.2e}",
+            "[green]yes[/]" if r.passed else "[red]NO[/]",
+        )
     return t
