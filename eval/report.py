@@ -164,6 +164,9 @@ def render_markdown(summary: dict[str, Any], details: dict[str, Any], records: l
         + " | ".join(_fmt(details["scoring_s_per_clip"][k], 3) for k in ("mean", "p50", "p90", "p95", "p99", "max"))
         + " |",
         "",
+        "Cue extraction covers the reference and the prediction of a clip; scoring reuses the cue embeddings the "
+        "extraction already computed (the offline extractor embeds every clause), so its time is the matching alone.",
+        "",
         f"![latency]({PLOTS['latency']})",
         "",
         "## Clips",
