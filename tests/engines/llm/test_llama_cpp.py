@@ -106,3 +106,19 @@ def test_metadata(small: LLMBackend) -> None:
     assert small.arch == "llama"  # so embed_tokens returns raw rows (only gemma* is scaled by sqrt(hidden))
     assert small.hidden_size == 576 and small.max_context == 192
     assert small.model_bytes > 50_000_000
+
+
+def test_a_dropped_stream_frees_its_slot(small: LLMBackend) -> None:
+    async def main() -> None:
+        stream = small.generate(["Count: 1, 2, 3,"], SamplingParams(max_tokens=100))
+        await stream.__anext__()
+        await stream.__anext__()
+        del stream  # no aclose(): the consumer just lets go of it
+        for _ in range(200):  # the engine notices at its next step boundary
+            if small.stats()["running"] == 0:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert small.stats() == {"running": 0, "waiting": 0}
+    assert sorted(small._free_slots) == [0, 1]
