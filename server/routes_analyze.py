@@ -106,7 +106,8 @@ async def analyze(request: Request) -> Response:
         return resp
 
     if streaming:
-        return EventStreamResponse(job.events())
+        # on_close: a client gone before the first event never runs the generator's own cleanup
+        return EventStreamResponse(job.events(), on_close=lambda: job.finish("cancelled"))
 
     async def collect() -> None:
         async with contextlib.aclosing(job.events()) as events:

@@ -50,13 +50,19 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> tuple[bool, 
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[dict[str, Any]], headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        events: AsyncIterator[dict[str, Any]],
+        headers: dict[str, str] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(
             content=None, status_code=200, headers={**SSE_HEADERS, **(headers or {})}, media_type=self.media_type
         )
         # a stream has no length: drop the content-length: 0 that Response adds for an empty body
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.events = events
+        self.on_close = on_close  # runs however the stream ends, even if it never started
 
     async def __call__(self, scope: dict, receive: Receive, send: Callable[[dict], Awaitable[None]]) -> None:
         async def pump() -> None:
@@ -70,5 +76,7 @@ class EventStreamResponse(Response):
             finally:
                 with contextlib.suppress(BaseException):
                     await self.events.aclose()  # type: ignore[attr-defined]
+                if self.on_close is not None:
+                    self.on_close()
 
         await until_disconnect(receive, pump())
