@@ -142,8 +142,8 @@ class HttpAnalyzer:
         answer = body.get("answer", body)  # accept a bare Answer or {"answer": Answer}
         if not isinstance(answer, dict) or "emotion" not in answer:
             raise RemoteError("bad_response", "the server's reply is not an answer", r.status_code)
-        if not self.model:
-            self.model = str(answer.get("model", ""))
+        # The answer names the models behind it (the /v1/models id is only the profile name).
+        self.model = str(answer.get("model") or self.model)
         return answer
 
     async def close(self) -> None:
