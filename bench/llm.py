@@ -1,6 +1,7 @@
 """LLM backend benchmark on the SmolLM2-135M-Instruct GGUF: multimodal prefill, batched decode, bandwidth bound.
 
-For each runtime (llama_cpp on the Q4_1 GGUF; transformers fp32 and int8 on the same weights dequantized):
+For each runtime (llama_cpp on the Q4_1 GGUF, and on a Q4_0 copy re-quantized by llama.cpp; transformers fp32
+and int8 on the same weights dequantized):
 - prefill: time to first token for a prompt shaped like XEmoGPT's (text, 600 audio soft tokens, text,
   16 video soft tokens, text);
 - decode: tokens/s with 1, 4 and 8 concurrent sequences, aggregate and per sequence, from the time between
@@ -81,6 +82,24 @@ def _tied(model) -> bool:  # noqa: ANN001
     return out is not None and getattr(out, "weight", None) is model.get_input_embeddings().weight
 
 
+def requantized(gguf: Path, kind: str, cache_dir: Path) -> Path:
+    """The GGUF re-quantized by llama.cpp itself (e.g. Q4_1 -> Q4_0, whose weights llama.cpp repacks for
+    faster CPU matmuls). Output quality is not measured here: re-quantizing an already quantized file loses some."""
+    import llama_cpp
+
+    ftypes = {"q4_0": 2, "q8_0": 7}
+    out = cache_dir / f"{gguf.stem}.requant-{kind}.gguf"
+    if not out.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        p = llama_cpp.llama_model_quantize_default_params()
+        p.ftype, p.allow_requantize, p.nthread = ftypes[kind], True, 2
+        tmp = out.with_suffix(".partial")
+        if llama_cpp.llama_model_quantize(str(gguf).encode(), str(tmp).encode(), p) != 0:
+            raise RuntimeError(f"llama.cpp could not re-quantize {gguf.name} to {kind}")
+        tmp.replace(out)
+    return out
+
+
 def soft_tokens(backend: LLMBackend, n: int, seed: int) -> np.ndarray:
     """Stand-ins for projected media tokens with the scale of real token embeddings."""
     ids = np.random.default_rng(seed).integers(1000, 40000, size=n).tolist()
@@ -145,7 +164,7 @@ def bench_decode(backend: LLMBackend, n_seqs: int, steps: int, warmup: int = 2) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", default="llama_cpp:none,transformers:none,transformers:int8")
+    ap.add_argument("--configs", default="llama_cpp:none,llama_cpp:requant-q4_0,transformers:none,transformers:int8")
     ap.add_argument("--concurrency", default="1,4,8")
     ap.add_argument("--steps", type=int, default=16, help="timed decode steps per concurrency level")
     ap.add_argument("--threads", type=int, default=2)
@@ -169,9 +188,15 @@ def main() -> None:
     }
     for cfg in args.configs.split(","):
         kind, quant = cfg.split(":")
+        path, label = gguf, f"transformers {'fp32' if quant == 'none' else quant}"
+        if kind == "llama_cpp":
+            label = "llama_cpp Q4_1"
+            if quant.startswith("requant-"):  # e.g. llama_cpp:requant-q4_0
+                path, label = requantized(gguf, quant[8:], args.cache_dir), f"llama_cpp {quant[8:].upper()} (requant)"
+            quant = "none"
         t = time.perf_counter()
         b = load_backend(
-            gguf,
+            path,
             kind,
             quantization=quant,
             n_ctx=1024,
@@ -181,7 +206,6 @@ def main() -> None:
         )
         load_s = time.perf_counter() - t
         try:
-            label = "llama_cpp Q4_1" if kind == "llama_cpp" else f"transformers {'fp32' if quant == 'none' else quant}"
             nbytes = decode_bytes(b)
             bound = bw / nbytes  # decode steps/s if only weight reads limited it
             run = {
