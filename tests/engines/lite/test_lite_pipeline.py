@@ -98,7 +98,7 @@ def test_audio_only_upload_and_no_cues_at_all(lite: LitePipeline, clips: dict) -
 
 def test_explanations_never_claim_a_missing_modality(lite: LitePipeline, clips: dict) -> None:
     """Many generated clips x transcripts: the check never fires on what the model wrote."""
-    transcripts = [None, "This is the best day of my life!", "I can't take this anymore, leave me alone."]
+    transcripts = [None, "I can't take this anymore, leave me alone."]
     names = [k for k in clips if k != "calm_wav"]
     dropped = 0
     for name, transcript in itertools.product(names, transcripts):
