@@ -220,3 +220,28 @@ def test_bad_prompts_are_rejected_before_any_work(backend: LLMBackend) -> None:
         backend.generate(["word " * 400], _greedy())  # longer than n_ctx=256
     with pytest.raises(BadRequest):
         backend.generate([], _greedy())
+
+
+def test_scoring_while_another_sequence_generates_changes_neither(backend: LLMBackend, solo) -> None:
+    alone = asyncio.run(backend.score_choices(["The capital of France is"], [" Paris", " London"]))
+
+    async def main() -> tuple[list[int], dict[str, float]]:
+        first = asyncio.Event()
+
+        async def gen() -> list[int]:
+            out = []
+            async for t in backend.generate([PROMPTS[2]], _greedy()):
+                out.append(t.token_id)
+                first.set()
+            return out
+
+        async def score() -> dict[str, float]:
+            await first.wait()
+            return await backend.score_choices(["The capital of France is"], [" Paris", " London"])
+
+        g, s = await asyncio.gather(gen(), score())
+        return g, s
+
+    ids, scores = asyncio.run(main())
+    assert ids == solo[PROMPTS[2]]
+    assert scores == pytest.approx(alone, abs=1e-3)
