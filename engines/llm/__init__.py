@@ -42,12 +42,16 @@ def load_backend(
     n_threads: int = 2,
     max_num_seqs: int = 8,
     cache_dir: Path | None = None,
+    prefill_chunk: int = 256,
 ) -> LLMBackend:
     """Load a causal LM for serving. `path` is a GGUF file (either backend) or a Hugging Face model dir
-    (transformers). `cache_dir` (transformers + GGUF only) keeps a dequantized copy so later loads are fast."""
+    (transformers). `cache_dir` (transformers + GGUF only) keeps a dequantized copy so later loads are fast.
+    `prefill_chunk`: prompt tokens prefilled between two decode steps (bounds the stall running streams see)."""
+    if prefill_chunk < 1:
+        raise ModelError("prefill_chunk must be at least 1")
     path = Path(path)
     if not path.exists():
-        raise ModelError(f"LLM path not found: {path}")
+        raise ModelError(f"LLM model not found: {path.name}")
     if quantization not in ("none", "int8", "int4"):
         raise ModelError(f"unknown quantization {quantization!r}: use none, int8 or int4")
     if backend == "llama_cpp":
@@ -60,11 +64,13 @@ def load_backend(
             )
         from engines.llm.llama_cpp_backend import LlamaCppBackend
 
-        return LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, max_num_seqs=max_num_seqs, device=device)
+        b = LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, max_num_seqs=max_num_seqs, device=device)
+        b.prefill_chunk = prefill_chunk
+        return b
     if backend == "transformers":
         from engines.llm.transformers_backend import TransformersBackend
 
-        return TransformersBackend(
+        b = TransformersBackend(
             path,
             device=device,
             dtype=dtype,
@@ -74,4 +80,6 @@ def load_backend(
             max_num_seqs=max_num_seqs,
             cache_dir=cache_dir,
         )
+        b.prefill_chunk = prefill_chunk
+        return b
     raise ModelError(f"unknown LLM backend {backend!r}: use llama_cpp or transformers")
