@@ -43,10 +43,13 @@ def load_backend(
     max_num_seqs: int = 8,
     cache_dir: Path | None = None,
     prefill_chunk: int = 256,
+    prefix_cache_slots: int = 0,
 ) -> LLMBackend:
     """Load a causal LM for serving. `path` is a GGUF file (either backend) or a Hugging Face model dir
     (transformers). `cache_dir` (transformers + GGUF only) keeps a dequantized copy so later loads are fast.
-    `prefill_chunk`: prompt tokens prefilled between two decode steps (bounds the stall running streams see)."""
+    `prefill_chunk`: prompt tokens prefilled between two decode steps (bounds the stall running streams see).
+    `prefix_cache_slots` (llama_cpp only; 0 = off): extra KV slots holding recent prompts whose prefix a new
+    prompt may reuse instead of prefilling it again (each costs n_ctx more KV cells)."""
     if prefill_chunk < 1:
         raise ModelError("prefill_chunk must be at least 1")
     path = Path(path)
@@ -64,7 +67,14 @@ def load_backend(
             )
         from engines.llm.llama_cpp_backend import LlamaCppBackend
 
-        b = LlamaCppBackend(path, n_ctx=n_ctx, n_threads=n_threads, max_num_seqs=max_num_seqs, device=device)
+        b = LlamaCppBackend(
+            path,
+            n_ctx=n_ctx,
+            n_threads=n_threads,
+            max_num_seqs=max_num_seqs,
+            device=device,
+            prefix_cache_slots=prefix_cache_slots,
+        )
         b.prefill_chunk = prefill_chunk
         return b
     if backend == "transformers":

@@ -8,7 +8,8 @@ sequences leave at once and their slot (and KV cells) are freed. Tokens go back 
 `loop.call_soon_threadsafe`, so no model work ever runs on the loop.
 
 A backend subclasses `BatchedBackend` and implements the model hooks `_prefill_chunk`, `_decode`, `_release`
-and `_score` (all called only from the engine thread).
+and `_score` (all called only from the engine thread); `_reuse_prefix` / `_prompt_done` let it skip the
+prefill of a prompt prefix whose KV it already holds (prefix caching, engines/llm/prefix_cache.py).
 """
 
 from __future__ import annotations
@@ -148,6 +149,14 @@ class BatchedBackend(LLMBackend):
     def _score(self, seq: Seq, first: np.ndarray) -> list[float]:
         """Sum log-prob of each of `seq.choices` after the prefilled prompt (`first` = its next-token logits);
         the KV cache must hold only the prompt afterwards."""
+
+    def _reuse_prefix(self, seq: Seq) -> int:
+        """Before the first prefill chunk: put the KV of an already-computed prefix of the prompt into the slot
+        of `seq` and return its length (< n_prompt), or 0. Backends without a prefix cache reuse nothing."""
+        return 0
+
+    def _prompt_done(self, seq: Seq) -> None:  # noqa: B027 - optional hook
+        """After the whole prompt of `seq` is in its KV cache (before scoring or sampling)."""
 
     @abc.abstractmethod
     def _detokenizer(self) -> Detokenizer: ...
@@ -307,14 +316,20 @@ class BatchedBackend(LLMBackend):
             self._step()
 
     def _prefill_next(self, s: Seq) -> None:
-        parts, n, done = self._take(s, self.prefill_chunk)
         try:
+            if s.pos == 0 and s.cursor == (0, 0) and (reused := self._reuse_prefix(s)):
+                s.pos = reused  # only leading text tokens are ever reused, so they all lie in the first part
+                s.cursor = (1, 0) if reused == len(s.parts[0][1]) else (0, reused)
+            # Chunks end at multiples of prefill_chunk (positions, not offsets), so a prompt resumed from a cached
+            # prefix is split like a cold one after that point: same batch shapes, same numerics.
+            parts, n, done = self._take(s, self.prefill_chunk - s.pos % self.prefill_chunk)
             logits = self._prefill_chunk(s, parts, s.pos, done)
             s.pos += n
             if not done:
                 return
             self._prefilling.remove(s)
             assert logits is not None
+            self._prompt_done(s)
             if s.choices is not None:
                 scores = self._score(s, logits)
                 self._finish(s, None)

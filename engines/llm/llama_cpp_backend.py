@@ -5,6 +5,12 @@ created with n_ctx * max_num_seqs cells and a non-unified KV cache, so one long 
 others). Soft tokens go in through `llama_batch.embd`; a batch is either tokens or embeddings, so a prompt is
 prefilled as consecutive batches with consecutive positions. Each decode step sends one token per running
 sequence in a single `llama_decode`.
+
+Prefix caching: `prefix_cache_slots` extra sequences (ids max_num_seqs...) hold the KV of recent prompts. With
+per-sequence KV streams llama.cpp can copy only a whole stream between sequences (`llama_memory_seq_cp` with
+p0 = p1 = -1; the buffer copy runs at the start of the next `llama_decode`, in the order the copies were asked
+for), so a hit copies the cached stream into the new sequence and removes the cells past the shared prefix; the
+prompt is cached the same way once it is prefilled. Only the leading text tokens of a prompt are cached.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from engines.errors import BadRequest, ModelError
 from engines.llm.base import SamplingParams
 from engines.llm.batching import BatchedBackend, Seq
 from engines.llm.gguf_embeddings import GGUFEmbeddings
+from engines.llm.prefix_cache import PrefixCache
 from engines.llm.sampling import Constraint, Detokenizer
 
 log = logging.getLogger(__name__)
@@ -107,11 +114,15 @@ class LlamaCppBackend(BatchedBackend):
         n_threads: int = 2,
         max_num_seqs: int = 8,
         device: str = "cpu",
+        prefix_cache_slots: int = 0,
+        prefix_min_tokens: int = 64,
     ) -> None:
         global _backend_ready
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"GGUF model file not found: {path.name}")
+        if prefix_cache_slots < 0:
+            raise ModelError("prefix_cache_slots must be 0 (off) or more")
         L = self.lib = _lib()
         with _init_lock:
             if not _backend_ready:
@@ -125,9 +136,10 @@ class LlamaCppBackend(BatchedBackend):
         if not self.model:
             raise ModelError(f"llama.cpp could not load {path.name} (not a GGUF model it supports?)")
         cp = L.llama_context_default_params()
-        cp.n_ctx = n_ctx * max_num_seqs
+        n_seq = max_num_seqs + prefix_cache_slots
+        cp.n_ctx = n_ctx * n_seq
         cp.n_batch = cp.n_ubatch = max(_N_BATCH, max_num_seqs)
-        cp.n_seq_max = max_num_seqs
+        cp.n_seq_max = n_seq
         cp.n_threads = cp.n_threads_batch = n_threads
         cp.kv_unified = False  # each sequence gets its own n_ctx cells
         self.ctx = L.llama_init_from_model(self.model, cp)
@@ -150,6 +162,8 @@ class LlamaCppBackend(BatchedBackend):
         if self._embd.hidden != self.hidden_size:
             raise ModelError("token_embd width does not match the model's n_embd")
         self._pieces: dict[int, bytes] = {}
+        slots = range(max_num_seqs, n_seq)
+        self._prefix = PrefixCache(slots, prefix_min_tokens) if prefix_cache_slots else None
 
     # ---- tokens ------------------------------------------------------------------------------------
     def _meta(self, key: str) -> str:
@@ -246,9 +260,13 @@ class LlamaCppBackend(BatchedBackend):
         pos = pos0
         for k, (kind, data) in enumerate(parts):
             final = last and k == len(parts) - 1
-            for i in range(0, len(data), _N_BATCH):
-                piece = data[i : i + _N_BATCH]
-                want = "last" if final and i + _N_BATCH >= len(data) else "none"
+            i = 0
+            while i < len(data):
+                # batches end at multiples of _N_BATCH in absolute positions (see _reuse_prefix)
+                j = min(len(data), i + _N_BATCH - (pos % _N_BATCH))
+                piece = data[i:j]
+                want = "last" if final and j >= len(data) else "none"
+                i = j
                 if kind == "ids":
                     self._run_batch(seq.slot, pos, list(piece), None, want)
                 else:
@@ -267,6 +285,42 @@ class LlamaCppBackend(BatchedBackend):
         b.n_tokens = len(seqs)
         self._check(self.lib.llama_decode(self.ctx, b))
         return [self._logits(i) for i in range(len(seqs))]
+
+    def _reuse_prefix(self, seq: Seq) -> int:
+        if self._prefix is None or seq.parts[0][0] != "ids":
+            return 0
+        tokens = seq.parts[0][1]
+        entry, n = self._prefix.longest(tokens)
+        n = min(n, seq.n_prompt - 1)  # the last prompt token is always prefilled: its logits are needed
+        # llama.cpp's numerics depend on batch shapes, and a one-row batch takes other kernels (gemv) than a
+        # longer one. Prefill batches end on a fixed grid of positions (engines/llm/batching.py), so a resumed
+        # prefill computes every later token as a cold one does, except when it would start one row before
+        # the end of a longer batch: then one more row is recomputed, and outputs stay bit-identical.
+        grids = (self.prefill_chunk, _N_BATCH)
+        end = min(min((n // g + 1) * g for g in grids), len(tokens))
+        start = max(n // g * g for g in grids)
+        if end - n == 1 and end - start > 1:
+            n -= 1
+        if not self._prefix.use(entry, n):
+            return 0
+        self.lib.llama_memory_seq_cp(self.mem, entry.slot, seq.slot, -1, -1)  # whole stream (see the docstring)
+        self.lib.llama_memory_seq_rm(self.mem, seq.slot, n, -1)
+        return n
+
+    def _prompt_done(self, seq: Seq) -> None:
+        if self._prefix is None or seq.parts[0][0] != "ids":
+            return
+        tokens = seq.parts[0][1]
+        slot = self._prefix.place(tokens)
+        if slot is not None:  # the cache slot's old cells are dropped by the copy; keep only the text prefix
+            self.lib.llama_memory_seq_cp(self.mem, seq.slot, slot, -1, -1)
+            self.lib.llama_memory_seq_rm(self.mem, slot, len(tokens), -1)
+
+    def stats(self) -> dict[str, int]:
+        out = super().stats()
+        if self._prefix is not None:
+            out.update(self._prefix.stats())
+        return out
 
     def _release(self, seq: Seq) -> None:
         if seq.slot >= 0:

@@ -1,0 +1,100 @@
+"""Automatic prefix caching, the bookkeeping half: which token prefixes have their KV resident in which spare slot.
+
+A backend reserves a few extra sequence slots whose KV cells hold the prompts of earlier requests. A new
+sequence whose leading text tokens share at least `min_prefix` tokens with a cached prompt starts from a copy of
+that KV and prefills only the rest (vLLM's automatic prefix caching, with whole prompts instead of hashed blocks:
+the lite prompts share one long few-shot header and differ only at their end). Entries are evicted LRU. This
+module only decides; the backend moves the KV (engines/llm/llama_cpp_backend.py). Engine thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(eq=False)
+class Entry:
+    slot: int  # the sequence id whose KV cells hold `tokens` at positions 0..len-1
+    tokens: list[int]
+    last_used: int = 0
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class PrefixCache:
+    def __init__(self, slots: Sequence[int], min_prefix: int = 64) -> None:
+        if min_prefix < 1:
+            raise ValueError("min_prefix must be at least 1")
+        self.min_prefix = min_prefix
+        self._free = list(slots)
+        self.entries: list[Entry] = []
+        self._clock = 0
+        self.hits = self.misses = self.tokens_saved = self.inserts = self.evictions = 0
+
+    def _touch(self, e: Entry) -> None:
+        self._clock += 1
+        e.last_used = self._clock
+
+    def longest(self, tokens: Sequence[int]) -> tuple[Entry | None, int]:
+        """The entry sharing the longest prefix with `tokens`, and that length."""
+        best, n = None, 0
+        for e in self.entries:
+            k = common_prefix(e.tokens, tokens)
+            if k > n:
+                best, n = e, k
+        return best, n
+
+    def use(self, entry: Entry | None, n: int) -> bool:
+        """Record the outcome of a lookup whose reusable length the caller settled on: a hit when `n` reaches
+        `min_prefix`, else a miss."""
+        if entry is None or n < self.min_prefix:
+            self.misses += 1
+            return False
+        self._touch(entry)
+        self.hits += 1
+        self.tokens_saved += n
+        return True
+
+    def place(self, tokens: Sequence[int]) -> int | None:
+        """Record `tokens` as resident; returns the slot whose KV the caller must overwrite with them, or None
+        when nothing needs copying (too short, or already covered by an entry)."""
+        if len(tokens) < self.min_prefix:
+            return None
+        target = None
+        for e in self.entries:
+            k = common_prefix(e.tokens, tokens)
+            if k == len(tokens):  # an entry already holds these tokens (and maybe more)
+                self._touch(e)
+                return None
+            if k == len(e.tokens):  # `tokens` extends this entry: it loses nothing by being replaced
+                target = e
+        if target is None:
+            if self._free:
+                target = Entry(self._free.pop(0), [])
+                self.entries.append(target)
+            elif self.entries:
+                target = min(self.entries, key=lambda e: e.last_used)
+                self.evictions += 1
+            else:
+                return None  # no slots at all
+        target.tokens = list(tokens)
+        self._touch(target)
+        self.inserts += 1
+        return target.slot
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "prefix_cache_hits": self.hits,
+            "prefix_cache_misses": self.misses,
+            "prefix_cache_tokens_saved": self.tokens_saved,
+            "prefix_cache_inserts": self.inserts,
+            "prefix_cache_evictions": self.evictions,
+            "prefix_cache_entries": len(self.entries),
+        }
