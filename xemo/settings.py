@@ -57,6 +57,9 @@ class LiteSettings(BaseModel):
     llm_backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
     n_ctx: int = 1536  # per sequence (llama.cpp reserves n_ctx x max_num_seqs KV cells at load)
     n_threads: int = 2
+    # Spare KV slots (n_ctx cells each) keeping recent prompts, so a request sharing the few-shot header skips its
+    # prefill (llama_cpp only; 0 = off).
+    prefix_cache_slots: int = Field(2, ge=0)
     # Subtract the model's content-free label prior (contextual calibration). Off: on the test clips and the
     # shared sample it moved SmolLM2-135M away from the label the cues support (smile -> worried).
     label_calibration: bool = False
