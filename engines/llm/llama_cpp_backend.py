@@ -9,8 +9,9 @@ sequence in a single `llama_decode`.
 Prefix caching: `prefix_cache_slots` extra sequences (ids max_num_seqs...) hold the KV of recent prompts. With
 per-sequence KV streams llama.cpp can copy only a whole stream between sequences (`llama_memory_seq_cp` with
 p0 = p1 = -1; the buffer copy runs at the start of the next `llama_decode`, in the order the copies were asked
-for), so a hit copies the cached stream into the new sequence and removes the cells past the shared prefix; the
-prompt is cached the same way once it is prefilled. Only the leading text tokens of a prompt are cached.
+for), so a hit copies the cached stream into the new sequence and removes the cells past the reused prefix; the
+prompt is cached the same way once it is prefilled. Only the leading text tokens of a prompt are cached, and
+they are reused up to a prefill-batch boundary (see `_reuse_prefix`), which keeps outputs bit-identical.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from engines.errors import BadRequest, ModelError
 from engines.llm.base import SamplingParams
 from engines.llm.batching import BatchedBackend, Seq
 from engines.llm.gguf_embeddings import GGUFEmbeddings
-from engines.llm.prefix_cache import PrefixCache
+from engines.llm.prefix_cache import Entry, PrefixCache
 from engines.llm.sampling import Constraint, Detokenizer
 
 log = logging.getLogger(__name__)
@@ -291,16 +292,17 @@ class LlamaCppBackend(BatchedBackend):
             return 0
         tokens = seq.parts[0][1]
         entry, n = self._prefix.longest(tokens)
+        if n >= len(tokens) and len(seq.parts) > 1:  # all the text before a soft-token part: a batch starts there
+            return self._hit(seq, entry, len(tokens))
         n = min(n, seq.n_prompt - 1)  # the last prompt token is always prefilled: its logits are needed
-        # llama.cpp's numerics depend on batch shapes, and a one-row batch takes other kernels (gemv) than a
-        # longer one. Prefill batches end on a fixed grid of positions (engines/llm/batching.py), so a resumed
-        # prefill computes every later token as a cold one does, except when it would start one row before
-        # the end of a longer batch: then one more row is recomputed, and outputs stay bit-identical.
-        grids = (self.prefill_chunk, _N_BATCH)
-        end = min(min((n // g + 1) * g for g in grids), len(tokens))
-        start = max(n // g * g for g in grids)
-        if end - n == 1 and end - start > 1:
-            n -= 1
+        # llama.cpp's numerics depend on batch shapes (a 1-row batch takes gemv kernels, other row counts other
+        # tilings), so a prefix is reused only up to a position where a cold prefill starts a batch as well:
+        # prefill batches start at multiples of prefill_chunk and of _N_BATCH (engines/llm/batching.py), so
+        # every later token is computed exactly as without the cache and outputs stay bit-identical.
+        return self._hit(seq, entry, max(n // self.prefill_chunk * self.prefill_chunk, n // _N_BATCH * _N_BATCH))
+
+    def _hit(self, seq: Seq, entry: Entry | None, n: int) -> int:
+        assert self._prefix is not None
         if not self._prefix.use(entry, n):
             return 0
         self.lib.llama_memory_seq_cp(self.mem, entry.slot, seq.slot, -1, -1)  # whole stream (see the docstring)
