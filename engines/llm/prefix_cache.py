@@ -64,17 +64,21 @@ class PrefixCache:
 
     def place(self, tokens: Sequence[int]) -> int | None:
         """Record `tokens` as resident; returns the slot whose KV the caller must overwrite with them, or None
-        when nothing needs copying (too short, or already covered by an entry)."""
+        when nothing needs copying (too short, or already covered by an entry).
+
+        A prompt replaces the entry it shares the longest prefix with (at least `min_prefix` tokens): an entry
+        it extends loses nothing, and a sibling (same few-shot header, other cues) keeps the shared part, so
+        one slot serves one prompt family and the other slots keep other families (other modality sets)."""
         if len(tokens) < self.min_prefix:
             return None
-        target = None
+        target, best = None, self.min_prefix - 1
         for e in self.entries:
             k = common_prefix(e.tokens, tokens)
             if k == len(tokens):  # an entry already holds these tokens (and maybe more)
                 self._touch(e)
                 return None
-            if k == len(e.tokens):  # `tokens` extends this entry: it loses nothing by being replaced
-                target = e
+            if k > best:
+                target, best = e, k
         if target is None:
             if self._free:
                 target = Entry(self._free.pop(0), [])
