@@ -90,7 +90,7 @@ class LitePipeline(Pipeline):
         path = Path(self.lite.llm) if self.lite.llm else smollm2_gguf_path()
         self.llm = load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
                                 max_num_seqs=self.settings.server.max_num_seqs,
-                                prefix_cache_slots=self.lite.prefix_cache_slots)
+                                prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk)
         self.stages = {"visual": VisualStage(self.lite), "audio": AudioStage(self.lite)}
         self.model = (f"xemo-lite: MediaPipe face mesh + FER mini-Xception | silero-vad + librosa prosody | "
                       f"VADER | {self.llm.name}")
