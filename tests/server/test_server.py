@@ -378,6 +378,20 @@ def test_websocket_close_mid_stream_frees_the_slot(server: ServerProcess, client
     assert metrics(client)['xemo_requests_total{outcome="cancelled"}'] == before + 1
 
 
+def test_json_client_that_gives_up_is_cancelled(client: httpx.Client, clip: bytes) -> None:
+    wait_idle(client)
+    before = metrics(client)['xemo_requests_total{outcome="cancelled"}']
+    with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes its connection
+        client.post(
+            "/v1/analyze",
+            files={"video": ("clip.mp4", clip)},
+            data={**FORM, "max_tokens": "200"},
+            timeout=httpx.Timeout(30, read=0.3),
+        )
+    wait_idle(client, timeout=10)
+    assert metrics(client)['xemo_requests_total{outcome="cancelled"}'] == before + 1
+
+
 def test_metrics_move_as_expected(json_run: dict) -> None:
     before, after, answer = json_run["before"], json_run["after"], json_run["answer"]
 
