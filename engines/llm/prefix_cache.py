@@ -66,28 +66,30 @@ class PrefixCache:
         """Record `tokens` as resident; returns the slot whose KV the caller must overwrite with them, or None
         when nothing needs copying (too short, or already covered by an entry).
 
-        A prompt replaces the entry it shares the longest prefix with (at least `min_prefix` tokens): an entry
-        it extends loses nothing, and a sibling (same few-shot header, other cues) keeps the shared part, so
-        one slot serves one prompt family and the other slots keep other families (other modality sets)."""
+        Slot choice: the entry `tokens` extends (it loses nothing), else a free slot, else the entry sharing the
+        longest prefix with `tokens` if that reaches `min_prefix` (a sibling: same few-shot header, other cues;
+        the shared part stays resident, so other prompt families keep their slots), else the LRU entry. Ties
+        go to the least recently used."""
         if len(tokens) < self.min_prefix:
             return None
-        target, best = None, self.min_prefix - 1
+        shared = []
         for e in self.entries:
             k = common_prefix(e.tokens, tokens)
             if k == len(tokens):  # an entry already holds these tokens (and maybe more)
                 self._touch(e)
                 return None
-            if k > best:
-                target, best = e, k
-        if target is None:
-            if self._free:
-                target = Entry(self._free.pop(0), [])
-                self.entries.append(target)
-            elif self.entries:
-                target = min(self.entries, key=lambda e: e.last_used)
-                self.evictions += 1
-            else:
-                return None  # no slots at all
+            shared.append((k, e))
+        target = next((e for k, e in shared if k == len(e.tokens)), None)
+        if target is None and self._free:
+            target = Entry(self._free.pop(0), [])
+            self.entries.append(target)
+        elif target is None and shared:
+            k_max = max(k for k, _ in shared)
+            pool = [e for k, e in shared if k == k_max] if k_max >= self.min_prefix else [e for _, e in shared]
+            target = min(pool, key=lambda e: e.last_used)
+            self.evictions += 1
+        elif target is None:
+            return None  # no slots at all
         target.tokens = list(tokens)
         self._touch(target)
         self.inserts += 1
