@@ -1,4 +1,5 @@
-"""A real `xemo serve` process on a free 127.0.0.1 port, configured through XEMO_* environment variables."""
+"""Test helper (a plain module, not a conftest, so its name cannot clash): a real `xemo serve` process on a
+free 127.0.0.1 port, configured through XEMO_* environment variables."""
 
 from __future__ import annotations
 
