@@ -24,9 +24,6 @@ import asyncio
 import itertools
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +35,11 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import media  # noqa: E402  (tests/media.py: real media made by ffmpeg and espeak-ng)
+from servers import ServerProcess  # noqa: E402  (tests/servers.py: a real `xemo serve` process)
+
 RESULTS = ROOT / "bench" / "results"
 # Only the batching knobs differ. On the 2-core CPU box the LLM's work is mostly prefill (compute-bound either
 # way); with 8 running requests and 8 LLM sequences, prefills interleaved with everyone's decode steps and most
@@ -56,62 +58,9 @@ CONFIGS = {
 
 def make_clip(out_dir: Path) -> Path:
     """The test suite's real media: the astronaut photo zoomed (a face) with espeak speech as its track."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    import media  # tests/media.py
-
     speech = media.speech(out_dir / "speech.wav")
     face = media.face_image(out_dir / "face.png")
     return media.face_clip(out_dir / "clip.mp4", face, seconds=3.0, audio=speech)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        full = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            **env,
-        }
-        full.pop("XEMO_SERVER__API_KEYS", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xemo.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=full,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 300) -> None:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 _TAKES = itertools.count()  # every request's prompt differs, so no two share the LLM's prefix cache fully
@@ -339,11 +288,11 @@ def main() -> int:
         else:
             # Both servers run for the whole benchmark (an idle one costs no CPU): they load the same code,
             # even in a working tree that changes meanwhile, and each level runs on both back to back.
-            servers: dict[str, Server] = {}
+            servers: dict[str, ServerProcess] = {}
             try:
                 for name, env in CONFIGS.items():
                     print(f"{name}: starting server ({env})", flush=True)
-                    servers[name] = Server(env, Path(tmp) / f"{name}.log")
+                    servers[name] = ServerProcess(env, Path(tmp) / f"{name}.log")
                     servers[name].wait_ready()
                 results.update(asyncio.run(measure({n: s.url for n, s in servers.items()}, clip, levels, args)))
             finally:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from servers import start_server
 
 from eval.analyzers import InProcessAnalyzer
 from eval.embed import CachedEmbedder
@@ -166,60 +164,11 @@ def test_cli_bad_manifest_exits_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`xemo serve` on a free port; returns once /readyz says 200 (or the process has exited)."""
-    port = free_port()
-    env = {**os.environ, "XEMO_GENERATION__MAX_TOKENS": "24", "HF_HUB_OFFLINE": "1"}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "xemo.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
-    return proc, url
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def xemo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not (REPO / "server" / "app.py").is_file():
-        pytest.skip("server/app.py is not there yet: the HTTP runner test needs a real `xemo serve`")
-    log_path = tmp_path_factory.mktemp("xemo_serve") / "serve.log"
-    proc, url = start_server(log_path)
-    if proc.poll() is not None:  # lost the free port to someone else between probing and binding: once more
-        proc, url = start_server(log_path)
-    try:
-        if proc.poll() is not None:
-            pytest.fail(f"xemo serve exited: {log_path.read_text(errors='replace')[-2000:]}")
-        if httpx.get(f"{url}/readyz", timeout=5).status_code != 200:
-            pytest.fail("xemo serve did not become ready within 240 s")
-        yield url
-    finally:
-        stop(proc)
+    srv = start_server(tmp_path_factory, "eval", {"XEMO_GENERATION__MAX_TOKENS": "24"})
+    yield srv.url
+    srv.stop()
 
 
 def test_run_against_a_real_server(

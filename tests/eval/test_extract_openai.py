@@ -5,7 +5,6 @@ the protocol, parses and validates the reply, and degrades to the offline extrac
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from servers import free_port
 
 from eval.embed import CachedEmbedder
 from eval.extract_offline import OfflineExtractor
@@ -23,12 +23,6 @@ PARAGRAPH = (
     "In the video, a woman smiles and nods. In the audio, her voice is cheerful and loud. "
     "She seems happy about the news."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

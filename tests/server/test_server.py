@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import media
 import pytest
-from server_process import ServerProcess, start_server
+from servers import ServerProcess, start_server
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 

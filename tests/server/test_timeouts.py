@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_process import ServerProcess, start_server
+from servers import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 BUDGET_S = 1.0

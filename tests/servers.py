@@ -1,5 +1,6 @@
-"""Test helper (a plain module, not a conftest, so its name cannot clash): a real `xemo serve` process on a
-free 127.0.0.1 port, configured through XEMO_* environment variables."""
+"""A real `xemo serve` process on a free 127.0.0.1 port, configured through XEMO_* environment variables.
+
+Shared by the server, eval and bench code (a plain module, not a conftest, so its name cannot clash)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -29,7 +30,9 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
-        full_env.pop("XEMO_CONFIG", None)
+        for inherited in ("XEMO_CONFIG", "XEMO_SERVER__API_KEYS"):  # only what the caller sets applies
+            if inherited not in env:
+                full_env.pop(inherited, None)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "xemo.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -59,7 +62,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
@@ -68,10 +71,13 @@ class ServerProcess:
 
 def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]) -> ServerProcess:
     log = tmp_path_factory.mktemp("server") / f"{name}.log"
-    srv = ServerProcess(env, log)
-    try:
-        srv.wait_ready()
-    except Exception:
-        srv.stop()
-        raise
-    return srv
+    for attempt in range(2):  # a free port can be taken by someone else between probing and binding: once more
+        srv = ServerProcess(env, log)
+        try:
+            srv.wait_ready()
+            return srv
+        except RuntimeError:
+            srv.stop()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
