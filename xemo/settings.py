@@ -61,8 +61,8 @@ class LiteSettings(BaseModel):
     # prefill (llama_cpp only; 0 = off).
     prefix_cache_slots: int = Field(2, ge=0)
     # Prompt tokens per prefill batch. A cached prefix is reused up to a batch boundary (that keeps outputs
-    # bit-identical), so small batches reuse more of the ~300-token label prompt: bench/prefix_cache.py measured
-    # time to label 0.15 s at 32 vs 0.54 s at 256 on a warm cache; a cold prefill costs a few % more.
+    # bit-identical), so small batches reuse more of the ~310-token label prompt. Measured interleaved on 2 cores:
+    # warm-cache time to label 0.13 s at 32 vs 0.23 s at 256; a cold prefill 1.11 s vs 0.95 s.
     prefill_chunk: int = Field(32, ge=1)
     # Subtract the model's content-free label prior (contextual calibration). Off: on the test clips and the
     # shared sample it moved SmolLM2-135M away from the label the cues support (smile -> worried).
