@@ -38,6 +38,8 @@ def _root(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML settings file (or XEMO_CONFIG)."),
 ) -> None:
     _state["config"] = config
+    if config is not None:  # uvicorn workers and other child processes load the same file
+        os.environ["XEMO_CONFIG"] = str(config)
 
 
 @app.command("config")

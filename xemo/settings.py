@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,7 +191,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("XEMO_CONFIG")
+        path = _config_file.get() or os.environ.get("XEMO_CONFIG")
         if not path:
             return {}
         return load_yaml(Path(path))
@@ -229,16 +230,21 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return out
 
 
+# The YAML file of one load_settings() call; a context variable, so loading never changes the process environment.
+_config_file: ContextVar[str | None] = ContextVar("xemo_config_file", default=None)
+
+
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
     """Build the settings; `config` names a YAML file (else XEMO_CONFIG, else none)."""
-    if config is not None:
-        os.environ["XEMO_CONFIG"] = str(config)
+    token = _config_file.set(str(config) if config is not None else None)
     try:
         return Settings(**overrides)
     except ConfigError:
         raise
     except Exception as e:  # pydantic.ValidationError: keep its key names, drop the URL noise
         raise ConfigError(_short_validation_message(e)) from None
+    finally:
+        _config_file.reset(token)
 
 
 def _short_validation_message(e: Exception) -> str:
