@@ -100,14 +100,19 @@ class LitePipeline(Pipeline):
         from engines.perception.verbal import warm_up
 
         warm_up()
-        if not self.lite.label_calibration:
-            return
+        labels = tuple(self.lite.labels)
+        # Score the content-free prompt of the most common modality combinations (last = most common, since the
+        # prefix cache keeps the most recent families): it primes the LLM's prefix cache with their few-shot
+        # headers, so the first real request does not pay for a cold prefill, and gives the calibration priors.
+        combos: list[tuple[Modality, ...]] = [("visual", "auditory", "verbal"), ("visual", "auditory")]
+        if self.lite.label_calibration:
+            combos = [("visual",), ("auditory",), *combos]
 
-        async def priors() -> None:  # the common modality combinations, so no request pays for them
-            for present in (("visual", "auditory"), ("visual",), ("auditory",), ("visual", "auditory", "verbal")):
-                await self._prior(tuple(self.lite.labels), present)
+        async def prime() -> None:
+            for present in combos:
+                await self._prior(labels, present)
 
-        asyncio.run(priors())
+        asyncio.run(prime())
 
     def close(self) -> None:
         if self.llm is not None:
