@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from engines.ingest.api import warmup as ingest_warmup
 from engines.pipeline import Pipeline, build_pipeline
 from server.admission import Admission, RateLimiter
 from server.auth import ApiKeys
@@ -52,6 +53,7 @@ class ServerState:
             pipeline = await asyncio.to_thread(build_pipeline, self.settings)
             await asyncio.to_thread(pipeline.load)
             await asyncio.to_thread(pipeline.warmup)
+            await asyncio.to_thread(ingest_warmup, self.settings.ingest)  # decoder workers started, not on request 1
             self.pipeline = pipeline
             self.runner = BatchingRunner(pipeline, self.settings.server, self.metrics)
             self.runner.start()
