@@ -69,6 +69,19 @@ class ServerProcess:
         self._log.close()
 
 
+def read_reply(s: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the server sends on a raw socket until it closes it (or `timeout` seconds pass)."""
+    s.settimeout(timeout)
+    reply = b""
+    try:
+        while chunk := s.recv(65536):
+            reply += chunk
+    except OSError:
+        pass
+    s.close()
+    return reply
+
+
 def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]) -> ServerProcess:
     log = tmp_path_factory.mktemp("server") / f"{name}.log"
     for attempt in range(2):  # a free port can be taken by someone else between probing and binding: once more

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import media
 import pytest
-from servers import ServerProcess, start_server
+from servers import ServerProcess, read_reply, start_server
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -80,19 +80,6 @@ def wait_idle(c: httpx.Client, timeout: float = 30) -> float:
             return time.perf_counter() - t0
         time.sleep(0.005)
     raise AssertionError("the server never became idle")
-
-
-def read_reply(s: socket.socket) -> bytes:
-    """Everything the server sends on a raw socket until it closes it (or 10 s pass)."""
-    s.settimeout(10)
-    reply = b""
-    try:
-        while chunk := s.recv(65536):
-            reply += chunk
-    except OSError:
-        pass
-    s.close()
-    return reply
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict]]:

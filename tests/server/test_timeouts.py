@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import ServerProcess, start_server
+from servers import ServerProcess, read_reply, start_server
 
 pytestmark = pytest.mark.slow
 BUDGET_S = 1.0
@@ -54,13 +54,6 @@ def test_a_stalled_upload_is_408(server: ServerProcess) -> None:
         b"POST /v1/analyze HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=BB\r\n"
         b'Content-Length: 100000\r\n\r\n--BB\r\nContent-Disposition: form-data; name="video"\r\n\r\nabc'
     )
-    s.settimeout(30)
-    reply = b""
-    try:
-        while chunk := s.recv(65536):
-            reply += chunk
-    except OSError:
-        pass
-    s.close()
+    reply = read_reply(s, timeout=30)
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "upload_timeout"
