@@ -13,7 +13,9 @@ import pytest
 from servers import ServerProcess, read_reply, start_server
 
 pytestmark = pytest.mark.slow
-BUDGET_S = 1.0
+# Far below the work itself: a warm request on the 4 s test clip takes ~1 s here (~0.4 s to the label), and a faster
+# CI machine once finished the streamed one inside a 1 s budget. Uploading 100 KB over loopback takes milliseconds.
+BUDGET_S = 0.2
 
 
 @pytest.fixture(scope="module")
