@@ -14,10 +14,11 @@ import json
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from export.manifest import EngineEntry
 from export.onnx_export import AUDIO_MIN_SAMPLES, VIDEO, GraphSpec
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -172,25 +173,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-@dataclass
-class BuiltEngine:
-    graph: str
-    file: str
-    sha256: str
-    key: str
-    gpu: str
-    tensorrt: str
-    precision: str
-    profiles: list[dict[str, Any]]
-    onnx: dict[str, str]  # the graph files the engine was built from -> sha256
-    cached: bool
-
-    def entry(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("cached")
-        return d
-
-
 def build_engine(
     onnx_path: Path,
     profs: Sequence[Profile],
@@ -272,7 +254,7 @@ def build_all(
     workspace_mb: int,
     calibration: Callable[[str], list[dict[str, Any]]] | None = None,
     on_graph: Callable[[str, bool], None] | None = None,
-) -> list[BuiltEngine]:
+) -> list[EngineEntry]:
     """Build (or reuse from the cache) one engine per graph.
 
     graphs: name -> (spec, ONNX file relative to out_dir, {graph file: sha256} incl. external data)."""
@@ -281,7 +263,7 @@ def build_all(
     from export.onnx_export import sha256_file
 
     gpu = gpu_name() or "unknown"
-    out: list[BuiltEngine] = []
+    out: list[EngineEntry] = []
     (out_dir / "tensorrt").mkdir(parents=True, exist_ok=True)
     for name, (spec, onnx_file, onnx_files) in graphs.items():
         profs = profiles(spec, buckets_samples)
@@ -296,17 +278,16 @@ def build_all(
             tmp.write_bytes(data)
             tmp.replace(path)
         out.append(
-            BuiltEngine(
-                name,
-                rel,
-                sha256_file(path),
-                key,
-                gpu,
-                trt.__version__,
-                precision,
-                [p.to_dict() for p in profs],
-                dict(onnx_files),
-                cached,
+            EngineEntry(
+                graph=name,
+                file=rel,
+                sha256=sha256_file(path),
+                key=key,
+                gpu=gpu,
+                tensorrt=trt.__version__,
+                precision=precision,
+                profiles=[p.to_dict() for p in profs],
+                onnx=dict(onnx_files),
             )
         )
         if on_graph:

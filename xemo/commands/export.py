@@ -210,7 +210,6 @@ def _tensorrt(
     import torch
 
     from engines.runtime.tensorrt import TrtGraph
-    from export import manifest as mf
     from export import parity
     from export.onnx_export import export_onnx
     from export.tensorrt_build import build_all, precision_plan, profiles
@@ -249,8 +248,7 @@ def _tensorrt(
     rows = []
     for b in built:
         m.tensorrt = [x for x in m.tensorrt if not (x.graph == b.graph and x.precision == b.precision)]
-        entry = mf.EngineEntry(**b.entry())
-        m.tensorrt.append(entry)
+        m.tensorrt.append(b)
         g = TrtGraph(out / b.file, b.profiles)
 
         def trt_fn(inputs: dict[str, Any], g: Any = g) -> list[Any]:
@@ -259,7 +257,7 @@ def _tensorrt(
         got = parity.check(by_name[b.graph], parity.torch_fn(modules[b.graph]), trt_fn, e.atol, e.cos_tol)
         for r in got:
             r.graph = f"{r.graph}-trt-{precision}"
-        entry.parity = [r.to_dict() for r in got]
+        b.parity = [r.to_dict() for r in got]
         rows += got
     return rows
 
