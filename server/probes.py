@@ -4,7 +4,7 @@ they answer at once however busy the workers are; probes are exempt from auth an
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.errors import to_api_error
@@ -28,7 +28,12 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503, headers=headers)
 
 
-@router.get("/metrics", summary="Prometheus metrics (text format)")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text format)",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}, 404: {"description": "Metrics disabled."}},
+)
 async def metrics(request: Request) -> Response:
     state: ServerState = request.app.state.xemo
     if not state.settings.server.metrics_enabled:

@@ -51,6 +51,7 @@ _FORM_SCHEMA = {
                         "temperature": {"type": "number", "minimum": 0, "maximum": 2},
                         "stream": {"type": "boolean", "description": "Answer as server-sent events."},
                     },
+                    "anyOf": [{"required": ["video"]}, {"required": ["audio"]}],
                 }
             }
         },
