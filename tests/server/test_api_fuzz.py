@@ -28,8 +28,9 @@ def fuzz(op: schemathesis.APIOperation, mode: schemathesis.GenerationMode) -> No
     # refused (415/422), so for the upload the positive-acceptance check is off; every other check stays on.
     excluded = [positive_data_acceptance] if op.path == "/v1/analyze" else []
 
+    # derandomize: CI sees the same cases every run (150 random examples per operation x 3 runs also passed)
     @given(case=op.as_strategy(mode))
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
     def run(case: schemathesis.Case) -> None:
         case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"}, excluded_checks=excluded, timeout=60)
 
