@@ -373,7 +373,7 @@ def test_json_client_that_gives_up_is_cancelled(client: httpx.Client, clip: byte
             "/v1/analyze",
             files={"video": ("clip.mp4", clip)},
             data={**FORM, "max_tokens": "200"},
-            timeout=httpx.Timeout(30, read=0.3),
+            timeout=httpx.Timeout(30, read=0.1),  # the answer takes ~1 s: give up well before it
         )
     wait_idle(client, timeout=10)
     assert metrics(client)['xemo_requests_total{outcome="cancelled"}'] == before + 1
@@ -414,9 +414,11 @@ def test_sigterm_drains_a_stream_in_flight_then_exits_0(
         events = sse_events(lines)
         assert next(events)[0] == "label"
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
         with httpx.Client(base_url=server.url, timeout=30, headers=AUTH) as fresh:
-            ready = fresh.get("/readyz")
+            # poll rather than sleep: the stream in flight (~0.5 s of decoding left) must still be running below
+            t0 = time.perf_counter()
+            while (ready := fresh.get("/readyz")).status_code == 200 and time.perf_counter() - t0 < 5:
+                time.sleep(0.005)
             assert ready.status_code == 503 and ready.json()["checks"]["not_draining"] is False
             refused = fresh.post("/v1/analyze", files={"video": ("clip.mp4", clip)}, data=FORM)
             assert refused.status_code == 503 and refused.json()["error"]["type"] == "draining"
