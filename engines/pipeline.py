@@ -76,6 +76,11 @@ class Pipeline(abc.ABC):
     def info(self) -> dict[str, Any]:
         return {"profile": self.profile, "model": self.model, "stages": sorted(self.stages)}
 
+    def health(self) -> dict[str, Any]:
+        """For /readyz, cheap enough to call on every probe: is every runtime on the device it was asked for?
+        {"ready": bool, "reason": str | None, ...details}. Profiles with CPU-only runtimes have nothing to lose."""
+        return {"ready": True, "reason": None, "device": "cpu"}
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release models and threads."""
 

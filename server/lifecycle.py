@@ -96,11 +96,15 @@ class ServerState:
         if not self.ready:
             why = "model loading failed" if self.load_error else "models are still loading"
             raise NotReady(f"server not ready: {why}", retry_after_s=retry if not self.load_error else 30.0)
+        if self.pipeline is not None and not (health := self.pipeline.health())["ready"]:
+            raise NotReady(f"server not ready: {health['reason']}", retry_after_s=30.0)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         a = self.admission
+        health = self.pipeline.health() if self.ready and self.pipeline is not None else None
         checks = {
             "models_loaded": self.ready,
+            "runtime_on_device": bool(health and health["ready"]),
             "not_draining": not self.draining,
             "queue_not_saturated": not a.saturated,
         }
@@ -110,6 +114,8 @@ class ServerState:
             "running": a.running,
             "waiting": a.waiting,
         }
+        if health is not None:
+            body["runtime"] = health
         if self.load_error:
             body["load_error"] = self.load_error
         return all(checks.values()), body

@@ -147,6 +147,18 @@ class XEmoGPTPipeline(Pipeline):
             self.sources.close()
             self.sources = None
 
+    def health(self) -> dict[str, Any]:
+        h: dict[str, Any] = {"ready": True, "reason": None, "device": str(self.device)}
+        if self.front_ends is not None:
+            fe = self.front_ends.health()
+            h["front_ends"] = fe
+            if not fe["ready"]:
+                bad = [g for g in fe["graphs"] if not g["ready"]]
+                h.update(ready=False, reason="; ".join(str(g.get("reason")) for g in bad) or "a front end is not ready")
+        if self.device.type == "cuda" and not torch.cuda.is_available():  # driver reset, device lost
+            h.update(ready=False, reason=f"device {self.device} was configured but CUDA is no longer available")
+        return h
+
     def info(self) -> dict[str, Any]:
         info = super().info()
         if self.front_ends is not None:

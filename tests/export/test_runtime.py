@@ -75,6 +75,32 @@ def test_silent_cpu_fallback_is_refused(exported: Path, make_settings, torch_fro
     assert g.health()["ready"] is False and g.active == ["CPUExecutionProvider"]
 
 
+def test_a_front_end_off_its_device_makes_the_server_not_ready(exported: Path, make_settings) -> None:
+    """A graph whose configured provider is not active (a lost device; built non-strict here since this machine
+    has no CUDA) turns /readyz's runtime check red and new requests get 503, with the reason."""
+    from engines.runtime.factory import FrontEnds
+    from engines.xemogpt.pipeline import XEmoGPTPipeline
+    from server.errors import NotReady
+    from server.lifecycle import ServerState
+
+    settings = make_settings(runtime="onnx", dir=exported)
+    state = ServerState(settings)
+    state.pipeline, state.ready = XEmoGPTPipeline(settings), True
+    cpu = OrtGraph(exported / "video.onnx", ["CPUExecutionProvider"], 1, 1)
+    state.pipeline.front_ends = FrontEnds("onnx", cpu, cpu, graphs=[cpu])
+    ok, body = state.readiness()
+    assert ok and body["checks"]["runtime_on_device"] and body["runtime"]["device"] == "cpu"
+    state.check_serving()
+
+    lost = OrtGraph(exported / "audio.onnx", ["CUDAExecutionProvider", "CPUExecutionProvider"], 1, 1, strict=False)
+    state.pipeline.front_ends = FrontEnds("onnx", cpu, lost, graphs=[cpu, lost])
+    ok, body = state.readiness()
+    assert not ok and body["checks"] == {**body["checks"], "models_loaded": True, "runtime_on_device": False}
+    assert "CUDAExecutionProvider" in body["runtime"]["reason"]
+    with pytest.raises(NotReady, match="CUDAExecutionProvider"):
+        state.check_serving()
+
+
 def test_check_providers() -> None:
     assert check_providers(["CPUExecutionProvider"], ["CPUExecutionProvider"]) is None
     assert check_providers(["CUDAExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]) is None

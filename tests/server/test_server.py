@@ -100,7 +100,8 @@ def test_probes_docs_models_and_request_ids(server: ServerProcess, client: httpx
     anon = httpx.Client(base_url=server.url, timeout=30)
     assert anon.get("/livez").status_code == 200
     r = anon.get("/readyz")
-    assert r.status_code == 200 and r.json()["checks"]["models_loaded"]
+    assert r.status_code == 200 and r.json()["checks"]["models_loaded"] and r.json()["checks"]["runtime_on_device"]
+    assert r.json()["runtime"] == {"ready": True, "reason": None, "device": "cpu"}
     assert "xemo_requests_running" in anon.get("/metrics").text  # probes need no key
     assert anon.get("/docs").status_code == 200
     schema = anon.get("/openapi.json").json()
