@@ -7,6 +7,8 @@ we measured a largest difference of 0.017. We allow 0.05 per probability and req
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +16,8 @@ import pytest
 import torch
 
 from engines.perception.visual.face import FaceMesher
-from engines.perception.visual.fer import (
-    FER_LABELS,
-    FerClassifier,
-    build_torch_model,
-    face_crops,
-    tflite_path,
-)
+from engines.perception.visual.fer import FER_LABELS, FerClassifier, face_crops, tflite_path
+from engines.perception.visual.fer_torch import build_torch_model
 
 TFLITE_TOL = 0.05
 
@@ -96,6 +93,29 @@ def test_onnx_cache_is_reused_and_a_damaged_file_is_rebuilt(fer: FerClassifier, 
     rebuilt = FerClassifier(runtime="onnx", cache_dir=path.parent)
     assert rebuilt.runtime == "onnx" and path.stat().st_size > 100_000
     assert np.abs(rebuilt.predict(crops) - fer.predict(crops)).max() < 1e-6
+    # a graph that loads but answers differently from its recorded torch answers is rebuilt too
+    ref = path.with_suffix(".probe.npy")
+    np.save(ref, np.load(ref)[::-1].copy())
+    before = ref.stat().st_mtime_ns
+    checked = FerClassifier(runtime="onnx", cache_dir=path.parent)
+    assert checked.runtime == "onnx" and ref.stat().st_mtime_ns != before
+    assert np.abs(checked.predict(crops) - fer.predict(crops)).max() < 1e-6
+
+
+def test_a_warm_cache_serves_without_importing_torch(fer: FerClassifier, crops: np.ndarray, tmp_path: Path) -> None:
+    np.save(tmp_path / "crops.npy", crops)
+    code = (
+        "import sys, numpy as np\n"
+        "from engines.perception.visual.fer import FerClassifier\n"
+        f"f = FerClassifier(runtime='onnx', cache_dir=__import__('pathlib').Path({str(fer.onnx_path.parent)!r}))\n"
+        f"p = f.predict(np.load({str(tmp_path / 'crops.npy')!r}))\n"
+        "assert f.runtime == 'onnx', f.runtime\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(','.join(map(str, p.argmax(1))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == ",".join(map(str, fer.predict(crops).argmax(1)))
 
 
 def test_torch_runtime_and_empty_batch() -> None:
