@@ -49,6 +49,7 @@ class Clip:
     timeline: np.ndarray | None = None  # denser frames for cue timelines (capped fps)
     timeline_times: list[float] = field(default_factory=list)
     sha256: str = ""  # of the uploaded bytes (video + audio), for caching
+    timings: dict[str, float] = field(default_factory=dict)  # ingest sub-stages (demux, video_decode, audio_decode)
 
     @property
     def sample_rate(self) -> int:

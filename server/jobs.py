@@ -137,6 +137,8 @@ class Job:
             timeout=max(0.0, self.deadline - time.perf_counter()),
         )
         self.observe_stage("ingest", time.perf_counter() - t)
+        for stage, seconds in clip.timings.items():  # inside the decoder worker: demux, video_decode, audio_decode
+            self.observe_stage(stage, seconds)
         self.request = AnalyzeRequest(
             clip=clip,
             transcript=opts.transcript,

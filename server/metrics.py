@@ -122,8 +122,9 @@ class Metrics:
         )
         self.stage_duration = Histogram(
             "xemo_stage_duration_seconds",
-            "Wall time of one stage execution: one batch for batched stages, one request for upload/ingest and "
-            "for the pipeline's own per-request timings (prefill, decode, ...).",
+            "Wall time of one stage execution: one batch for batched stages, one request for upload/ingest (and "
+            "its parts demux/video_decode/audio_decode, timed in the decoder worker) and for the pipeline's own "
+            "per-request timings (prefill, decode, ...).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

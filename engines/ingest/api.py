@@ -133,7 +133,16 @@ def _clip(meta: dict[str, Any], arrays: dict[str, np.ndarray], sha: str) -> Clip
         timeline=arrays.get("timeline"),
         timeline_times=list(meta.get("timeline_times", [])),
         sha256=sha,
+        # the worker is not trusted: only the known sub-stages, as non-negative floats
+        timings={
+            k: float(v)
+            for k, v in (meta["timings"] if isinstance(meta.get("timings"), dict) else {}).items()
+            if k in INGEST_STAGES and isinstance(v, int | float) and 0 <= v < 1e6
+        },
     )
+
+
+INGEST_STAGES = ("demux", "video_decode", "audio_decode")
 
 
 __all__ = ["ingest", "warmup", "content_hash"]

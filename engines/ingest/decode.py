@@ -9,6 +9,7 @@ PyAV demuxes, extracts audio, and decodes video when decord is not asked for or 
 from __future__ import annotations
 
 import errno
+import time
 from dataclasses import asdict
 from fractions import Fraction
 from typing import Any
@@ -259,6 +260,7 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
         "frame_times": [],
         "timeline_times": [],
         "decoder": None,
+        "timings": {},  # seconds per sub-stage: demux (probe + limits + frame index), video_decode, audio_decode
     }
     arrays: Arrays = {}
     own_audio = False
@@ -278,7 +280,9 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
             )
     src = (audio_path, afmt, "audio") if audio_path is not None else (video, vfmt, "video") if own_audio else None
     if src is not None:
+        t = time.perf_counter()
         got = decode_audio(src[0], src[1], cs, src[2])
+        meta["timings"]["audio_decode"] = time.perf_counter() - t
         if got is None and audio_path is not None:  # asked for explicitly: silently dropping it would mislead
             raise NoStreams("the audio file has no audio track; upload a wav, flac, ogg or mp3 with sound in it")
         if got is not None:
@@ -296,12 +300,14 @@ def _video_part(
     path: str, fmt: str, cs: IngestSettings, decoder: str, meta: dict[str, Any], arrays: Arrays
 ) -> tuple[float | None, bool]:
     """Probe the main upload, check its limits, decode its frames. Returns (duration, has an audio track)."""
+    t = time.perf_counter()
     with open_container(path, fmt, "video") as c:
         vs = _video_stream(c, fmt)
         has_audio = bool(c.streams.audio)
         if c.duration is not None and c.duration > 0:
             _check_duration(c.duration / av.time_base, cs.max_duration_s, "clip")
         if vs is None:
+            meta["timings"]["demux"] = time.perf_counter() - t
             return None, has_audio
         check_video_stream(vs, cs)
         fps = float(vs.average_rate or vs.guessed_rate or 0)
@@ -309,6 +315,8 @@ def _video_part(
         cw, ch = vs.codec_context.width, vs.codec_context.height
         times, rotation = scan_video_times(c, vs, cs)
         _check_times(times, cs)
+    meta["timings"]["demux"] = time.perf_counter() - t
+    t = time.perf_counter()
     dw, dh = (ch, cw) if (rotation // 90) % 2 else (cw, ch)
     out_wh = sampling.output_size(dw, dh, cs.long_side)
     result = None
@@ -323,6 +331,7 @@ def _video_part(
     if result is None:
         result = decode_video_pyav(path, fmt, times, rotation, out_wh, cs)
         meta["decoder"] = "pyav"
+    meta["timings"]["video_decode"] = time.perf_counter() - t
     frames, ftimes, timeline, ttimes = result
     arrays["frames"] = frames
     if len(timeline):

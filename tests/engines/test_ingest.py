@@ -104,6 +104,13 @@ def test_audio_only_uploads(audio_only: dict[str, Path], speech_wav: Path, fmt: 
 def test_audio_only_in_the_audio_slot(speech_wav: Path) -> None:
     clip = ingest(None, speech_wav, settings())
     assert clip.video is None and clip.audio is not None and clip.container == "wav"
+    assert set(clip.timings) == {"audio_decode"}
+
+
+def test_ingest_reports_its_sub_stage_timings(testsrc_mp4: Path, video_only_mp4: Path) -> None:
+    full = ingest(testsrc_mp4, None, settings()).timings
+    assert set(full) == {"demux", "video_decode", "audio_decode"} and all(v > 0 for v in full.values())
+    assert set(ingest(video_only_mp4, None, settings()).timings) == {"demux", "video_decode"}
 
 
 def test_video_only_clip(video_only_mp4: Path) -> None:

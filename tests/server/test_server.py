@@ -394,7 +394,7 @@ def test_metrics_move_as_expected(json_run: dict) -> None:
     assert delta('xemo_batch_size_count{stage="audio"}') == 1
     assert delta('xemo_batch_size_count{stage="decode"}') >= 1  # continuous batching steps of the LLM
     assert "xemo_llm_running" in after and "xemo_llm_waiting" in after
-    for stage in ("upload", "ingest", "visual", "audio", "decode"):
+    for stage in ("upload", "ingest", "demux", "video_decode", "audio_decode", "visual", "audio", "decode"):
         assert delta(f'xemo_stage_duration_seconds_count{{stage="{stage}"}}') == 1, stage
     assert delta("xemo_generated_tokens_total") == answer["usage"]["generated_tokens"] > 0
     assert delta("xemo_prompt_tokens_total") > 0
