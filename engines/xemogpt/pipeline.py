@@ -1,6 +1,6 @@
 """The `xemogpt` profile: the released model served end to end.
 
-ingest (Clip) -> perceive: "video_encode" (16 frames -> 16 tokens) and "audio_encode" (first 12 s -> one token per
+ingest (Clip) -> perceive: "vision_encode" (16 frames -> 16 tokens) and "audio_encode" (first 12 s -> one token per
 valid HuBERT frame), both batchable stages -> prompt (released layout, prompt.py) -> label (our addition: the
 backend's score_choices over the label words) -> generate (the backend's continuous batching) -> stream.
 
@@ -36,7 +36,7 @@ AudioFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tenso
 class VideoEncodeStage(Stage):
     """Frame stacks (N, H, W, 3) uint8 -> video tokens (num_frames, D) float32, one per clip."""
 
-    name = "video_encode"
+    name = "vision_encode"
 
     def __init__(self, pipeline: XEmoGPTPipeline, max_batch_size: int) -> None:
         self.p = pipeline
@@ -134,7 +134,7 @@ class XEmoGPTPipeline(Pipeline):
                              f"has hidden size {self.llm.hidden_size}")
         self.pad_embedding = self.llm.embed_tokens([src.pad_token_id])  # the released BOS
         mb = self.settings.server.max_batch_size
-        self.stages = {"video_encode": VideoEncodeStage(self, mb), "audio_encode": AudioEncodeStage(self, mb)}
+        self.stages = {"vision_encode": VideoEncodeStage(self, mb), "audio_encode": AudioEncodeStage(self, mb)}
         self.model = f"XEmoGPT: CLIP+VECB, HuBERT+AECB ({self.front_ends.runtime}) | {self.llm.name}"
         if "checkpoint" in src.report:  # no checkpoint: say so wherever the model is named
             self.model += " | UNTRAINED bridges (no xemogpt.checkpoint)"
@@ -193,7 +193,7 @@ class XEmoGPTPipeline(Pipeline):
             raise ModelError(f"profile xemogpt needs 16 kHz audio; set ingest.audio_sample_rate to 16000 "
                              f"(got {clip.sample_rate})")
         video, audio = await asyncio.gather(
-            timed("video_encode", clip.frames) if has_video else nothing(),
+            timed("vision_encode", clip.frames) if has_video else nothing(),
             timed("audio_encode", clip.audio) if has_audio else nothing(),
         )
 

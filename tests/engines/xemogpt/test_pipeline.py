@@ -66,7 +66,7 @@ def test_stream_label_then_tokens_then_answer(pipeline: Any, clip: Clip) -> None
     assert u["prompt_tokens_audio"] == _hubert_frames(pipeline, len(clip.audio)) > 100
     assert u["prompt_tokens"] == u["prompt_tokens_text"] + u["prompt_tokens_audio"] + u["prompt_tokens_video"]
     assert 0 < u["generated_tokens"] <= pipeline.settings.generation.max_tokens
-    assert {"video_encode", "audio_encode", "label", "decode", "time_to_label_s"} <= set(a.timings)
+    assert {"vision_encode", "audio_encode", "label", "decode", "time_to_label_s"} <= set(a.timings)
 
 
 def test_request_labels_and_max_tokens_are_respected(pipeline: Any, clip: Clip) -> None:
@@ -105,7 +105,7 @@ def test_front_ends_are_swappable(pipeline: Any, clip: Clip) -> None:
 
     pipeline.video_fn = fake
     try:
-        out = pipeline.stages["video_encode"].run_batch([clip.frames])
+        out = pipeline.stages["vision_encode"].run_batch([clip.frames])
     finally:
         pipeline.video_fn = original
     assert seen == [(1, 16, 3, 224, 224)] and not out[0].any()
