@@ -21,6 +21,7 @@ from engines.types import AnalyzeRequest, CueEvent, DoneEvent, LabelEvent, Token
 from server.admission import Ticket
 from server.errors import ApiError, InvalidField, to_api_error
 from server.lifecycle import ServerState
+from server.result_cache import cache_key
 from server.runner import deadline_var
 
 log = logging.getLogger("xemo.request")
@@ -102,6 +103,8 @@ class Job:
         self.answer: dict[str, Any] | None = None
         self.timings: dict[str, float] = {}
         self.key_id: str | None = None
+        self.cache_key: str | None = None  # set when the answer may be cached (greedy, cache on)
+        self.cached: list[dict[str, Any]] | None = None  # the events to replay on a cache hit
         # absolute deadline, perf_counter clock
         self.deadline = received_at + state.settings.server.request_timeout_s
 
@@ -126,6 +129,8 @@ class Job:
         if video is None and audio is None:
             raise InvalidField("send a clip: a 'video' file (with or without its own audio) and/or an 'audio' file")
         assert self.ticket is not None
+        if await self._lookup(video, audio, opts):
+            return  # answered from the cache: no running slot, no decoding, no model
         try:
             await asyncio.wait_for(self.ticket.start(), timeout=max(0.0, self.deadline - time.perf_counter()))
         except TimeoutError:
@@ -149,9 +154,58 @@ class Job:
             received_at=self.received_at,
         )
 
+    async def _lookup(self, video: bytes | None, audio: bytes | None, opts: Options) -> bool:
+        cache, g = self.state.result_cache, self.state.settings.generation
+        temperature = g.temperature if opts.temperature is None else opts.temperature
+        if cache is None or temperature != 0:
+            return False
+        options = {"transcript": opts.transcript, "labels": opts.labels, "max_tokens": opts.max_tokens}
+        big = sum(len(x) for x in (video, audio) if x is not None) > 1 << 20
+        # hashing tens of MB takes tens of ms: off the loop
+        if big:
+            self.cache_key = await asyncio.to_thread(cache_key, video, audio, options)
+        else:
+            self.cache_key = cache_key(video, audio, options)
+        self.cached = cache.get(self.cache_key)
+        self.state.metrics.result_cache.labels(result="miss" if self.cached is None else "hit").inc()
+        return self.cached is not None
+
+    async def _replay(self) -> AsyncIterator[dict[str, Any]]:
+        """A cache hit: the first answer's events under this request's id and timings."""
+        assert self.cached is not None
+        m, first_token = self.state.metrics, True
+        for ev in self.cached:
+            now = time.perf_counter()
+            if ev["type"] == "label":
+                m.time_to_label.observe(now - self.received_at)
+                self.timings["time_to_label_s"] = now - self.received_at
+            elif ev["type"] == "token" and first_token:
+                first_token = False
+                m.time_to_first_token.observe(now - self.received_at)
+                self.timings["time_to_first_token_s"] = now - self.received_at
+            elif ev["type"] == "done":
+                answer = ev["answer"]
+                answer["id"] = self.request_id
+                total = now - self.received_at
+                answer["timings"] = {"time_to_label_s": self.timings["time_to_label_s"], "total_s": total}
+                answer["cached"] = True
+                m.e2e_latency.observe(total)
+                self.timings["e2e_s"] = total
+                self.answer = answer
+                self.finish("ok")
+            yield ev
+
     # -- the pipeline ------------------------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """Event dicts (label, cue..., token..., done) or one final error dict; closing it cancels the work."""
+        if self.cached is not None:
+            try:
+                async for ev in self._replay():
+                    yield ev
+            finally:
+                if self.outcome is None:
+                    self.finish("cancelled")
+            return
         state, req = self.state, self.request
         assert state.pipeline is not None and state.runner is not None and req is not None
         loop = asyncio.get_running_loop()
@@ -175,6 +229,7 @@ class Job:
 
         producer = loop.create_task(produce(), name=f"job-{self.request_id}")
         m = state.metrics
+        sent: list[dict[str, Any]] = []  # what the client got, kept for the result cache
         last_token: float | None = None
         n_tokens = 0
         try:
@@ -198,11 +253,17 @@ class Job:
                     last_token = now
                 elif isinstance(ev, DoneEvent):
                     self._done(ev, n_tokens, now)
-                    yield event_to_dict(ev)
+                    done = event_to_dict(ev)
+                    if self.cache_key is not None and state.result_cache is not None:
+                        state.result_cache.put(self.cache_key, [*sent, done])
+                    yield done
                     return
                 elif not isinstance(ev, CueEvent):
                     continue
-                yield event_to_dict(ev)
+                d = event_to_dict(ev)
+                if self.cache_key is not None:
+                    sent.append(d)
+                yield d
         except Exception as e:
             err = self.fail(e)
             yield {"type": "error", **err.body(self.request_id)}

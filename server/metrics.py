@@ -144,6 +144,11 @@ class Metrics:
             self.requests_total.labels(outcome=o)
         self.generated_tokens = Counter("xemo_generated_tokens", "Explanation tokens generated.", registry=r)
         self.prompt_tokens = Counter("xemo_prompt_tokens", "Prompt tokens (text + soft tokens) prefilled.", registry=r)
+        self.result_cache = Counter(
+            "xemo_result_cache_lookups", "Result cache lookups of cacheable (greedy) requests.", ["result"], registry=r
+        )
+        for res in ("hit", "miss"):
+            self.result_cache.labels(result=res)
 
     def watch_llm(self, stats: Callable[[], dict[str, Any]]) -> None:
         """Export the LLM backend's own continuous-batching counters (`stats()`) as `xemo_llm_<key>` gauges."""

@@ -106,9 +106,10 @@ async def analyze(request: Request) -> Response:
             resp.headers["Connection"] = "close"
         return resp
 
+    cache = {} if job.cache_key is None else {"X-Xemo-Cache": "miss" if job.cached is None else "hit"}
     if streaming:
         # on_close: a client gone before the first event never runs the generator's own cleanup
-        return EventStreamResponse(job.events(), on_close=lambda: job.finish("cancelled"))
+        return EventStreamResponse(job.events(), headers=cache, on_close=lambda: job.finish("cancelled"))
 
     async def collect() -> None:
         async with contextlib.aclosing(job.events()) as events:
@@ -121,5 +122,5 @@ async def analyze(request: Request) -> Response:
         job.finish("cancelled")
         return Response(status_code=499)
     if job.answer is not None:
-        return JSONResponse(job.answer)
+        return JSONResponse(job.answer, headers=cache)
     return error_response(job.error or job.fail(RuntimeError("no answer")), rid)

@@ -133,6 +133,10 @@ class ServerSettings(BaseModel):
     timeout_keep_alive_s: float = 5.0
     limit_concurrency: int | None = None  # uvicorn's connection cap (answers 503 past it); None = off
     backlog: int = 2048
+    # In-process result cache of greedy (temperature 0) answers, keyed by the uploaded bytes and the options; a hit
+    # replays the first answer without decoding or running a model. 0 entries = off.
+    result_cache_entries: int = Field(0, ge=0)
+    result_cache_ttl_s: float = Field(3600.0, gt=0)
     ws_max_frame_bytes: int = 4 * MB  # one WebSocket message; the whole clip is capped by ingest.max_bytes
     ws_ping_interval_s: float = 20.0
 
