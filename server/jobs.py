@@ -187,7 +187,7 @@ class Job:
                 answer = ev["answer"]
                 answer["id"] = self.request_id
                 total = now - self.received_at
-                answer["timings"] = {"time_to_label_s": self.timings["time_to_label_s"], "total_s": total}
+                answer["timings"] = {"time_to_label_s": self.timings.get("time_to_label_s", total), "total_s": total}
                 answer["cached"] = True
                 m.e2e_latency.observe(total)
                 self.timings["e2e_s"] = total
