@@ -7,6 +7,7 @@ Row fields: "id", "video", "audio"?, "transcript"?, "reference_description"?, "r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,9 @@ def _opt_str(row: dict[str, Any], key: str, where: str) -> str | None:
     return v
 
 
-def read_manifest(path: Path) -> list[ManifestRow]:
-    """Parse and check every row before any work starts; errors name the line."""
-    if not path.is_file():
-        raise ManifestError(f"manifest not found: {path}")
-    base = path.resolve().parent
-    rows: list[ManifestRow] = []
-    seen: set[str] = set()
+def jsonl_objects(path: Path, error: type[Exception] = ValueError) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(line number, "name line N", object) for each non-blank line; a line that is not a JSON object raises
+    `error` naming it."""
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -56,9 +53,20 @@ def read_manifest(path: Path) -> list[ManifestRow]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ManifestError(f"{where}: not valid JSON ({e.msg})") from None
+            raise error(f"{where}: not valid JSON ({e.msg})") from None
         if not isinstance(row, dict):
-            raise ManifestError(f"{where}: each line must be a JSON object")
+            raise error(f"{where}: each line must be a JSON object")
+        yield i, where, row
+
+
+def read_manifest(path: Path) -> list[ManifestRow]:
+    """Parse and check every row before any work starts; errors name the line."""
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    base = path.resolve().parent
+    rows: list[ManifestRow] = []
+    seen: set[str] = set()
+    for i, where, row in jsonl_objects(path, ManifestError):
         unknown = set(row) - _FIELDS
         if unknown:
             raise ManifestError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(_FIELDS)}")

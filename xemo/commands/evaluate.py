@@ -51,20 +51,14 @@ def _read_descriptions(inp: Path) -> dict[str, str]:
     """JSONL rows with an id and a description (also accepted: name / english / reference_description)."""
     if not inp.is_file():
         raise FileNotFoundError(f"input file not found: {inp}")
+    from eval.manifest import jsonl_objects
+
     out: dict[str, str] = {}
-    for i, line in enumerate(inp.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{inp.name} line {i}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{inp.name} line {i}: expected a JSON object")
+    for _, where, row in jsonl_objects(inp):
         rid = row.get("id", row.get("name"))
         text = next((row[k] for k in ("description", "reference_description", "english", "text") if k in row), None)
         if rid is None or not isinstance(text, str):
-            raise ValueError(f"{inp.name} line {i}: needs 'id' and a string 'description'")
+            raise ValueError(f"{where}: needs 'id' and a string 'description'")
         out[str(rid)] = text
     return out
 
