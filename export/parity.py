@@ -110,33 +110,13 @@ def check(
         try:
             got = candidate(inputs)
         except Exception as e:  # a runtime error at this shape is a parity failure, reported, not a crash
-            rows.append(
-                ParityRow(
-                    spec.name,
-                    name,
-                    first.shape[0],
-                    shape,
-                    float("inf"),
-                    float("inf"),
-                    False,
-                    False,
-                    f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}",
-                )
-            )
-            continue
-        max_abs, omc, masks_equal = compare(ref, got)
-        rows.append(
-            ParityRow(
-                spec.name,
-                name,
-                first.shape[0],
-                shape,
-                max_abs,
-                omc,
-                masks_equal,
-                masks_equal and max_abs <= atol and omc <= cos_tol,
-            )
-        )
+            max_abs, omc, masks_equal = float("inf"), float("inf"), False
+            error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        else:
+            max_abs, omc, masks_equal = compare(ref, got)
+            error = ""
+        passed = masks_equal and max_abs <= atol and omc <= cos_tol
+        rows.append(ParityRow(spec.name, name, first.shape[0], shape, max_abs, omc, masks_equal, passed, error))
         if on_case:
             on_case(name)
     return rows
