@@ -76,9 +76,7 @@ def load_backend(
             device=device,
             prefix_cache_slots=prefix_cache_slots,
         )
-        b.prefill_chunk = prefill_chunk
-        return b
-    if backend == "transformers":
+    elif backend == "transformers":
         from engines.llm.transformers_backend import TransformersBackend
 
         b = TransformersBackend(
@@ -91,6 +89,7 @@ def load_backend(
             max_num_seqs=max_num_seqs,
             cache_dir=cache_dir,
         )
-        b.prefill_chunk = prefill_chunk
-        return b
-    raise ModelError(f"unknown LLM backend {backend!r}: use llama_cpp or transformers")
+    else:
+        raise ModelError(f"unknown LLM backend {backend!r}: use llama_cpp or transformers")
+    b.prefill_chunk = prefill_chunk
+    return b
