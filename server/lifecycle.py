@@ -33,8 +33,9 @@ class ServerState:
         self.admission = Admission(s.max_running, s.max_queue, s.retry_after_s, self.metrics)
         self.limiter = RateLimiter(s.rate_limit_per_s, s.rate_limit_burst)
         self.keys = ApiKeys(s)
-        cache = ResultCache(s.result_cache_entries, s.result_cache_ttl_s)
-        self.result_cache = cache if s.result_cache_entries else None
+        self.result_cache = (
+            ResultCache(s.result_cache_entries, s.result_cache_ttl_s) if s.result_cache_entries else None
+        )
         self.pipeline: Pipeline | None = None
         self.runner: BatchingRunner | None = None
         self.ready = False
