@@ -67,6 +67,10 @@ class Clip:
         }
 
 
+# Cue ids are the modality's letter plus a 1-based index within one answer: v1, a2, t1.
+CUE_ID_PREFIX: dict[str, str] = {"visual": "v", "auditory": "a", "verbal": "t"}
+
+
 @dataclass
 class Cue:
     modality: Modality
@@ -75,6 +79,55 @@ class Cue:
     end: float | None = None
     strength: float = 0.0  # 0..1
     evidence: dict[str, Any] = field(default_factory=dict)
+    id: str = ""  # unique within its answer; set by assign_cue_ids once the answer's cue list is final
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def assign_cue_ids(cues: list[Cue]) -> list[Cue]:
+    """Number the cues per modality in list order (v1, v2, a1, t1, ...), in place; returns the same list."""
+    counts: dict[str, int] = {}
+    for c in cues:
+        prefix = CUE_ID_PREFIX[c.modality]
+        counts[prefix] = counts.get(prefix, 0) + 1
+        c.id = f"{prefix}{counts[prefix]}"
+    return cues
+
+
+SegmentKind = Literal["observation", "interpretation", "absence", "conclusion", "model_text"]
+
+
+@dataclass
+class Segment:
+    """One piece of an explanation. Observations and interpretations cite the ids of the cues they state;
+    `model_text` is free text of a model that had no cues to cite. The texts, concatenated, are the explanation."""
+
+    text: str
+    kind: SegmentKind
+    cue_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TranscriptSegment:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Transcript:
+    """What was said: given by the client, or recognised from the clip's own speech."""
+
+    text: str
+    source: Literal["client", "asr"]
+    language: str | None = None
+    english: str | None = None  # English translation (equal to text when the speech is English)
+    segments: list[TranscriptSegment] = field(default_factory=list)
+    truncated_at_s: float | None = None  # set when only the first seconds were transcribed (the ASR budget)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +154,8 @@ class Answer:
     explanation: str
     timings: dict[str, float]  # time_to_label_s, total_s and one entry per stage (seconds)
     usage: dict[str, int] = field(default_factory=dict)  # prompt tokens per modality, generated tokens
+    segments: list[Segment] = field(default_factory=list)  # the explanation, piece by piece
+    transcript: Transcript | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,7 +163,8 @@ class Answer:
         return d
 
 
-# Stream events, in order: one LabelEvent, CueEvents, TokenEvents, then one DoneEvent.
+# Stream events, in order: one LabelEvent, CueEvents, then TokenEvents with a SegmentEvent after each finished
+# segment, then one DoneEvent.
 @dataclass
 class LabelEvent:
     label: str
@@ -129,12 +185,18 @@ class TokenEvent:
 
 
 @dataclass
+class SegmentEvent:
+    segment: Segment
+    type: str = "segment"
+
+
+@dataclass
 class DoneEvent:
     answer: Answer
     type: str = "done"
 
 
-Event = LabelEvent | CueEvent | TokenEvent | DoneEvent
+Event = LabelEvent | CueEvent | TokenEvent | SegmentEvent | DoneEvent
 
 
 def event_to_dict(ev: Event) -> dict[str, Any]:
@@ -144,4 +206,6 @@ def event_to_dict(ev: Event) -> dict[str, Any]:
         return {"type": "cue", **ev.cue.to_dict()}
     if isinstance(ev, TokenEvent):
         return {"type": "token", "text": ev.text}
+    if isinstance(ev, SegmentEvent):
+        return {"type": "segment", **ev.segment.to_dict()}
     return {"type": "done", "answer": ev.answer.to_dict()}

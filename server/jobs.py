@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.errors import Cancelled, Timeout
-from engines.types import AnalyzeRequest, CueEvent, DoneEvent, LabelEvent, TokenEvent, event_to_dict
+from engines.types import AnalyzeRequest, CueEvent, DoneEvent, LabelEvent, SegmentEvent, TokenEvent, event_to_dict
 from server.admission import Ticket
 from server.errors import ApiError, InvalidField, to_api_error
 from server.lifecycle import ServerState
@@ -258,7 +258,7 @@ class Job:
                         state.result_cache.put(self.cache_key, [*sent, done])
                     yield done
                     return
-                elif not isinstance(ev, CueEvent):
+                elif not isinstance(ev, CueEvent | SegmentEvent):
                     continue
                 d = event_to_dict(ev)
                 if self.cache_key is not None:

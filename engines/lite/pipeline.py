@@ -32,6 +32,7 @@ from engines.types import (
     LabelEvent,
     Modality,
     TokenEvent,
+    assign_cue_ids,
 )
 from xemo.settings import LiteSettings, Settings
 
@@ -161,6 +162,7 @@ class LitePipeline(Pipeline):
 
         cues: list[Cue] = [*(vis.cues if vis else []), *_expression_cue(vis, times), *(aud.cues if aud else []),
                            *verbal.cues]
+        assign_cue_ids(cues)
 
         # Label: the model's own log-likelihood of each label after the cues, calibrated by its content-free prior.
         parts = prompt.build(cues, labels)
