@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.errors import XemoError
 from server import logging as xlog
-from server import probes, routes_analyze, routes_ws
+from server import probes, routes_analyze, routes_ui, routes_ws
 from server.errors import http_error, to_api_error
 from server.lifecycle import ServerState
 from server.middleware import RequestContextMiddleware, request_id
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(probes.router)
     app.include_router(routes_analyze.router)
     app.include_router(routes_ws.router)
+    app.include_router(routes_ui.router)  # the page at / (the API docs stay at /docs)
 
     @app.exception_handler(XemoError)
     async def _xemo_error(request: Request, exc: XemoError) -> JSONResponse:
