@@ -342,7 +342,7 @@
     tag.className = "cue-id";
     tag.textContent = c.id;
     tag.setAttribute("aria-hidden", "true");
-    bar.append(tag);
+    bar.append(tag, document.createTextNode(c.text || ""));
     bar.addEventListener("mouseenter", () => { showTip(bar, c); lightSegmentsOf(c.id, true); });
     bar.addEventListener("mouseleave", () => { hideTip(); lightSegmentsOf(c.id, false); });
     bar.addEventListener("focus", () => { showTip(bar, c); lightSegmentsOf(c.id, true); });
@@ -568,6 +568,8 @@
     if (t) o.transcript = t;
     const l = $("labels-input").value.trim();
     if (l) o.labels = l;
+    const n = $("max-tokens-input").value.trim();
+    if (n) o.max_tokens = n; // the server checks the range and says what is wrong
     const k = $("api-key-input").value.trim();
     if (k) o.api_key = k;
     return o;
@@ -581,6 +583,8 @@
     startedAt = performance.now();
     setState("uploading");
     status("Uploading\u2026");
+    // One column (phone width): bring the result into view; the inputs are above it.
+    if (!window.matchMedia("(min-width: 60rem)").matches) $("result-h").scrollIntoView({ block: "start" });
     const file = clip.file;
     const audioOnly = clip.audio;
     const s = new WebSocket(`${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/v1/stream`);
