@@ -521,9 +521,7 @@
       const before = rest.slice(0, at);
       if (before) explanation.insertBefore(document.createTextNode(before), pending);
       committed += at + len;
-    } else {
-      committed = streamed.length; // the segment's own text stands for whatever streamed unmatched
-    }
+    } // else a segment with no tokens of its own (the pipeline's absence facts, its conclusion): add it as it is
     const prev = pending.previousSibling;
     if (prev && /[.!?;:,]$/.test(prev.textContent) && /^\S/.test(text)) { // "smiles.The voice" reads badly
       explanation.insertBefore(document.createTextNode(" "), pending);
@@ -546,7 +544,8 @@
   function onDone(answer) {
     for (const c of answer.cues || []) addCue(c);
     const segs = Array.isArray(answer.segments) ? answer.segments : [];
-    if (segs.length && segs.length !== segmentCount) renderSegments(segs);
+    // The answer's segments are the explanation: redraw from them unless the stream already drew exactly those.
+    if (segs.length && (segs.length !== segmentCount || pending.textContent.trim())) renderSegments(segs);
     else if (!segs.length && !streamed.trim() && answer.explanation) onToken(answer.explanation);
     if (!pending.textContent.trim()) pending.textContent = "";
     for (const [m] of MODALITIES) {
