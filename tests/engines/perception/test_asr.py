@@ -14,7 +14,15 @@ import pytest
 import soundfile as sf
 
 from engines.errors import ModelError
-from engines.perception.asr import AsrResult, Recognizer, model_files, transcript_cues
+from engines.perception.asr import (
+    AsrResult,
+    Recognizer,
+    english_text,
+    model_files,
+    resolve_transcript,
+    transcript_cues,
+    wants_asr,
+)
 from engines.perception.asr.hallucinations import RawSegment, clean
 from engines.types import Transcript, TranscriptSegment
 from xemo.settings import AsrSettings
@@ -239,3 +247,20 @@ def test_a_client_transcript_is_used_as_given_and_untimed() -> None:
     assert cues and cues[0].text == 'says: "I am so happy!"'
     assert all(c.start is None and c.end is None for c in cues)
     assert transcript_cues(None).cues == []
+
+
+# -- which transcript an answer uses -----------------------------------------------------------------------------
+
+
+def test_asr_runs_only_without_a_client_transcript_unless_always() -> None:
+    on, stages = AsrSettings(), {"asr": object()}
+    assert wants_asr(on, None, stages) and wants_asr(on, "   ", stages)
+    assert not wants_asr(on, "I am fine.", stages)
+    assert wants_asr(AsrSettings(always=True), "I am fine.", stages)
+    assert not wants_asr(AsrSettings(enabled=False), None, stages) and not wants_asr(on, None, {})
+    heard = AsrResult(Transcript(text="好 再见", source="asr", language="zh", english="Okay, goodbye."))
+    assert resolve_transcript("I am fine.", heard) is heard.transcript  # asr.always: what was heard wins
+    assert resolve_transcript("I am fine.", None) == Transcript(text="I am fine.", source="client")
+    assert resolve_transcript("  ", None) is None and resolve_transcript(None, None) is None
+    assert english_text(heard.transcript) == "Okay, goodbye." and english_text(None) is None
+    assert english_text(Transcript(text="好", source="asr", language="zh")) == "好"  # translation off
