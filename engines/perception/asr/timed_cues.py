@@ -31,6 +31,8 @@ def transcript_cues(transcript: Transcript | None, heard: AsrResult | None = Non
                                  "language_probability": heard.language_probability})
             if transcript.truncated_at_s is not None:
                 cue.evidence["truncated_at_s"] = transcript.truncated_at_s
+            if heard.dropped:  # segments not quoted because they looked like Whisper's non-speech boilerplate
+                cue.evidence["dropped_segments"] = dict(heard.dropped)
     return result
 
 

@@ -231,11 +231,12 @@ def test_verbal_cues_carry_the_time_span_of_their_segment() -> None:
                    english="I am really scared. Are you there?",
                    segments=[TranscriptSegment(0.5, 1.8, "我真的很害怕。"), TranscriptSegment(2.6, 3.9, "你在吗？")])
     heard = AsrResult(t, [TranscriptSegment(0.4, 1.9, "I am really scared."),
-                          TranscriptSegment(2.5, 4.0, "Are you there?")], 0.98)
+                          TranscriptSegment(2.5, 4.0, "Are you there?")], 0.98, {"boilerplate": 1})
     cues = {c.text: c for c in transcript_cues(t, heard).cues}
     quote = cues['says: "I am really scared. Are you there?"']
     assert (quote.start, quote.end) == (0.4, 4.0)
     assert quote.evidence["heard"] == "我真的很害怕。 你在吗？" and quote.evidence["language"] == "zh"
+    assert quote.evidence["dropped_segments"] == {"boilerplate": 1}
     assert (cues["the words express worry"].start, cues["the words express worry"].end) == (0.4, 1.9)
     assert (cues["asks a question"].start, cues["asks a question"].end) == (2.5, 4.0)
     assert (cues["mildly negative wording"].start, cues["mildly negative wording"].end) == (0.4, 1.9)  # "scared"
