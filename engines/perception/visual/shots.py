@@ -3,10 +3,11 @@
 A cue compares frames with each other (against the clip's baseline, or over time), so every frame it uses must
 show one person in one shot. Between consecutive sampled frames this module finds shot cuts (the colour
 histogram changes), camera motion (the background, with the face masked out, shifts: phase correlation) and
-where the tracked face jumps (its box moves or changes size more than a head does between samples). The frames
-of the longest run of one face (a track) are the ones measured; faces smaller than `min_face_px` are not read
-at all; head-pose readings are not used from frames where the camera moved, since an apparent head movement
-then cannot be told from the camera's.
+where the tracked face jumps (its box moves, beyond what the camera moved, or changes size more than a head
+does between samples: the largest face is then someone else). The frames of the longest run of one face (a
+track) are the ones measured; faces smaller than `min_face_px` are not read at all; head-pose readings are not
+used from frames where the camera moved, since an apparent head movement then cannot be told from the camera's.
+Camera rotation is not estimated (only shifts).
 """
 
 from __future__ import annotations
