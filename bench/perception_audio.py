@@ -14,7 +14,6 @@ bench/results/perception_audio_real_clips.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -108,7 +107,9 @@ def real_clip_cues(root: Path) -> dict:
             "auditory_cues": len(cues), "verbal_cues": len(verbal),
             "unresolved_opposites": len(unresolved_opposites(cues)) + len(unresolved_opposites(verbal)),
             "summary": reconciled.summary if reconciled else "no audio track",
-            "cue_texts": [f"{c.text} [{c.start}-{c.end}] {c.strength}" for c in cues + verbal],
+            # the transcripts are research-only text: the quote cue is kept out of the committed JSON
+            "cue_texts": [f"{c.text} [{c.start}-{c.end}] {c.strength}" for c in cues]
+            + [c.text for c in verbal if not c.text.startswith("says:")],
         }
     for cid, row in out["clips"].items():
         print(f"{cid:22s} transcript={row['transcript']!s:5s} detected={row['speech_detected']!s:5s} "
@@ -118,15 +119,8 @@ def real_clip_cues(root: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--real-clips", action="store_true", help="report cues on the real clips instead of timing")
-    ap.add_argument("--samples", type=Path, default=real_clips.SAMPLES, help="folder of the shared samples")
-    args = ap.parse_args()
-    if args.real_clips:
-        dest = ROOT / "bench" / "results" / "perception_audio_real_clips.json"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(json.dumps(real_clip_cues(args.samples), indent=2) + "\n")
+    args = real_clips.parse_args("report cues", "perception_audio_real_clips", real_clip_cues)
+    if args is None:
         return
 
     t = time.perf_counter()

@@ -13,7 +13,6 @@ bench/results/perception_visual_real_clips.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -71,33 +70,29 @@ def real_clip_cues(root: Path) -> dict:
     out: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "clips": {}}
     try:
         for rc, clip in real_clips.clips(root):
-            frames, times = real_clips.perceived_frames(clip, lite)
-            if frames is None or not len(frames):
-                continue
-            res = p.perceive(frames, times)
-            out["clips"][rc.id] = {
-                "seconds": round(clip.duration_s, 2), "frames": len(frames), "face_found": res.face_found,
-                "cues": len(res.cues), "unresolved_opposites": len(unresolved_opposites(res.cues)),
-                "summary": res.summary, "cue_texts": [f"{c.text} [{c.start}-{c.end}] {c.strength}" for c in res.cues],
-            }
+            row: dict = {"seconds": round(clip.duration_s, 2)}
+            # the timeline is what the lite pipeline perceives; 16 uniform frames is the paper's sampling
+            for name, s in (("timeline", lite), ("uniform_16", lite.model_copy(update={"use_timeline": False}))):
+                frames, times = real_clips.perceived_frames(clip, s)
+                if frames is None or not len(frames):
+                    continue
+                res = p.perceive(frames, times)
+                row[name] = {"frames": len(frames), "face_found": res.face_found, "cues": len(res.cues),
+                             "unresolved_opposites": len(unresolved_opposites(res.cues)), "summary": res.summary,
+                             "cue_texts": [f"{c.text} [{c.start}-{c.end}] {c.strength}" for c in res.cues]}
+            out["clips"][rc.id] = row
     finally:
         p.close()
     for cid, row in out["clips"].items():
-        print(f"{cid:22s} {row['seconds']:5.1f}s face={row['face_found']!s:5s} visual cues={row['cues']:2d} "
-              f"unresolved={row['unresolved_opposites']}")
+        print(f"{cid:22s} {row['seconds']:5.1f}s " + " ".join(
+            f"{k}: face={v['face_found']!s:5s} cues={v['cues']:2d} unresolved={v['unresolved_opposites']}"
+            for k, v in row.items() if isinstance(v, dict)))
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--real-clips", action="store_true", help="count cues on the real clips instead of timing")
-    ap.add_argument("--samples", type=Path, default=real_clips.SAMPLES, help="folder of the shared samples")
-    args = ap.parse_args()
-    if args.real_clips:
-        out = ROOT / "bench" / "results" / "perception_visual_real_clips.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(real_clip_cues(args.samples), indent=2) + "\n")
+    args = real_clips.parse_args("count cues", "perception_visual_real_clips", real_clip_cues)
+    if args is None:
         return
     results: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                      "load_avg_1m_before": round(os.getloadavg()[0], 2), "runs": args.runs, "clips": {}}

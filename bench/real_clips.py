@@ -6,8 +6,9 @@ They live outside the repository (research-only licence) under ../shared/samples
 
 from __future__ import annotations
 
+import argparse
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,26 @@ from engines.types import Clip
 from xemo.settings import IngestSettings, LiteSettings
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(what: str, name: str, real_clip_run: Callable[[Path], dict]) -> argparse.Namespace | None:
+    """A perception bench's options (`--runs`, `--real-clips`, `--samples`). With `--real-clips`, runs
+    `real_clip_run` on the samples folder, saves its result as bench/results/NAME.json and returns None."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--real-clips", action="store_true", help=f"{what} on the real clips instead of timing")
+    ap.add_argument("--samples", type=Path, default=SAMPLES, help="folder of the shared samples")
+    args = ap.parse_args()
+    if not args.real_clips:
+        return args
+    save(name, real_clip_run(args.samples))
+    return None
+
+
+def save(name: str, data: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 @dataclass

@@ -35,7 +35,7 @@ CHANGES: tuple[tuple[str, str], ...] = (
     ("the wide eyes narrow", "the narrowed eyes widen"),
     ("the voice grows softer", "the voice grows louder"),
     ("the pitch drops", "the pitch rises"),
-    ("the flat intonation grows lively", "the lively intonation flattens"),
+    ("the flat intonation starts to vary widely", "the widely varying pitch flattens"),
     ("the speech slows down", "the speech speeds up"),
     ("the calm tone grows intense", "the intense tone calms down"),
     ("the wording turns negative", "the wording turns positive"),
