@@ -1,5 +1,9 @@
 """The lite video cue front end: frames -> largest face -> measures + FER expression -> visual cues.
 
+Only the frames of one face in one shot are measured (shots.py: shot cuts, a jump to another face, faces too
+small to read; head pose is not read while the camera moves); opposite cues are then resolved and the strongest
+`lite.max_visual_cues` kept (engines/perception/resolve.py). `per_frame` says, per frame, what was measured.
+
 `VisualPerceiver(settings.lite).perceive(frames, times)` is what the lite pipeline's visual stage calls;
 `perceive_batch` serves the dynamic batcher (face meshes run per frame, FER crops of all clips run as one batch).
 Thread-safe: MediaPipe graphs come from a pool, ONNX Runtime sessions allow concurrent runs.

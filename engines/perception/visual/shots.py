@@ -2,12 +2,13 @@
 
 A cue compares frames with each other (against the clip's baseline, or over time), so every frame it uses must
 show one person in one shot. Between consecutive sampled frames this module finds shot cuts (the colour
-histogram changes), camera motion (the background, with the face masked out, shifts: phase correlation) and
-where the tracked face jumps (its box moves, beyond what the camera moved, or changes size more than a head
-does between samples: the largest face is then someone else). The frames of the longest run of one face (a
-track) are the ones measured; faces smaller than `min_face_px` are not read at all; head-pose readings are not
-used from frames where the camera moved, since an apparent head movement then cannot be told from the camera's.
-Camera rotation is not estimated (only shifts).
+histogram changes), camera motion (phase correlation of the background, with the face masked out: it shifts,
+or changes in a way no shift explains, as when the camera rolls or zooms) and where the tracked face jumps (its
+box moves, beyond what the camera moved, or changes size more than a head does between samples: the largest
+face is then someone else). The frames of the longest run of one face (a track) are the ones measured; faces
+smaller than `min_face_px` are not read at all; head-pose readings are not used from frames where the camera
+moved, since an apparent head movement then cannot be told from the camera's. Camera rotation and zoom are
+detected, not measured, so head pose is not corrected for them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 
 HIST_BINS = 8  # per RGB channel: a 512-bin joint histogram
 THUMB = 4  # frames are averaged over THUMB x THUMB pixel blocks before the phase correlation
-MIN_PEAK = 0.15  # a phase-correlation peak below this is no reliable shift (a cut or a blur)
+MIN_PEAK = 0.15  # a phase-correlation peak below this is no reliable shift (a cut, a blur, a rotation or zoom)
+MIN_TEXTURE = 2.0  # grey levels (std of the background thumbnail): a flat background aligns with nothing
 FACE_MARGIN = (0.3, 0.3, 0.3, 0.6)  # left, top, right, bottom share of the face box masked with it (neck too)
 MAX_JUMP = 0.6  # a face centre moving more than this many face widths between samples is someone else
 MAX_RESIZE = 1.5  # or a face box growing or shrinking by more than this factor
@@ -31,7 +33,8 @@ class Steps:
     hist_distance: np.ndarray  # 1 - histogram intersection, 0..1
     cut: np.ndarray  # bool
     shift_px: np.ndarray  # (n - 1, 2) background shift (dx, dy) in frame pixels; 0 where unreliable
-    camera_moving: np.ndarray  # bool
+    peak: np.ndarray  # phase-correlation peak, 0..1: how well one shift explains the background's change
+    camera_moving: np.ndarray  # bool: the background shifted, or changed in a way no shift explains
 
 
 def _histogram(frame: np.ndarray) -> np.ndarray:
@@ -74,18 +77,23 @@ def frame_steps(frames: np.ndarray, boxes: list[tuple[float, float, float, float
     n = len(frames)
     dist = np.zeros(max(0, n - 1))
     shift = np.zeros((max(0, n - 1), 2))
+    peaks = np.ones(max(0, n - 1))
+    unaligned = np.zeros(max(0, n - 1), dtype=bool)
     if n >= 2 and min(frames.shape[1], frames.shape[2]) >= 4 * THUMB:
         hists = [_histogram(f) for f in frames]
         bgs = [_background(f, b) for f, b in zip(frames, boxes, strict=True)]
+        textured = [float(g.std()) >= MIN_TEXTURE for g in bgs]
         for i in range(n - 1):
             dist[i] = 1.0 - float(np.minimum(hists[i], hists[i + 1]).sum())
-            dx, dy, peak = _shift(bgs[i + 1], bgs[i])
-            if peak >= MIN_PEAK:
+            dx, dy, peaks[i] = _shift(bgs[i + 1], bgs[i])
+            if peaks[i] >= MIN_PEAK:
                 shift[i] = (dx * THUMB, dy * THUMB)
+            else:  # e.g. the camera rolled: that would read as a head tilt
+                unaligned[i] = textured[i] and textured[i + 1]
     cut = dist >= cut_distance
     width = frames.shape[2] if n else 1
-    moving = ~cut & (np.hypot(shift[:, 0], shift[:, 1]) >= camera_shift_frac * width)
-    return Steps(dist, cut, shift, moving)
+    moving = ~cut & ((np.hypot(shift[:, 0], shift[:, 1]) >= camera_shift_frac * width) | unaligned)
+    return Steps(dist, cut, shift, peaks, moving)
 
 
 def _same_face(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
