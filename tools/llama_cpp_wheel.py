@@ -81,11 +81,12 @@ LOADER_PATCH = '''
 
 def _register_cpu_backends() -> None:
     # Added by xemo's portable build: the CPU backend variants lie beside the library, where ggml does not look.
-    _ggml = ctypes.CDLL(str(_base_path / "libggml.so"))
-    _ggml.ggml_backend_reg_count.restype = ctypes.c_size_t
-    if _ggml.ggml_backend_reg_count() == 0:
-        _ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-        _ggml.ggml_backend_load_all_from_path(str(_base_path).encode())
+    # The symbols are looked up through libllama's handle, so they are those of the libggml it is linked to
+    # (the wheel holds copies, not links, of libggml.so*: loading one by path would be a second registry).
+    _lib.ggml_backend_reg_count.restype = ctypes.c_size_t
+    if _lib.ggml_backend_reg_count() == 0:
+        _lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        _lib.ggml_backend_load_all_from_path(str(_base_path).encode())
 
 
 _register_cpu_backends()

@@ -50,10 +50,10 @@ def llama_cpp_module() -> ModuleType:
 
 
 def _require_cpu_backend(llama_cpp: ModuleType) -> None:
-    from llama_cpp._ggml import libggml
-
-    libggml.ggml_backend_reg_count.restype = ctypes.c_size_t
-    if libggml.ggml_backend_reg_count() == 0:
+    # Through libllama's handle: the registry of the libggml it is linked to (see tools/llama_cpp_wheel.py).
+    lib = llama_cpp.llama_cpp._lib
+    lib.ggml_backend_reg_count.restype = ctypes.c_size_t
+    if lib.ggml_backend_reg_count() == 0:
         folder = Path(llama_cpp.__file__).resolve().parent / "lib"
         raise ModelError(f"llama.cpp has no CPU backend registered (none in {folder} fits this CPU, or this build "
                          f"does not register its own); CPU flags: {' '.join(cpu_flags()) or 'unknown'}. "
