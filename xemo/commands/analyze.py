@@ -20,6 +20,10 @@ from xemo.settings import Settings
 def run(settings: Settings, clip: Path, audio: Path | None, transcript: str | None, labels: str | None,
         as_json: bool) -> int:
     from engines.ingest import ingest  # imports the decoders: only when a clip is analysed
+    from xemo.commands.preflight import preflight
+
+    if rc := preflight(settings):
+        return rc
 
     err = Console(stderr=True)
     out = Console()

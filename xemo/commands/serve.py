@@ -77,6 +77,10 @@ def uvicorn_kwargs(settings: Settings, host: str | None, port: int | None) -> di
 
 def run(settings: Settings, host: str | None, port: int | None) -> int:
     from server import logging as xlog
+    from xemo.commands.preflight import preflight
+
+    if rc := preflight(settings):
+        return rc
 
     xlog.configure(settings.log_level, settings.server.log_json)
     kwargs = uvicorn_kwargs(settings, host, port)
