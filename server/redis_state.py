@@ -76,13 +76,18 @@ class RedisState:
             self.metrics.redis_errors.labels(op=op).inc()
             raise RedisUnavailable(f"redis refused {op}: {e}", self.cfg.retry_interval_s) from e
         except (RedisError, OSError, TimeoutError) as e:
-            self._failed(op, e)
+            await self._failed(op, e)
             raise RedisUnavailable(f"redis is unavailable: {self.last_error}", self.cfg.retry_interval_s) from e
 
-    def _failed(self, op: str, e: BaseException) -> None:
+    async def _failed(self, op: str, e: BaseException) -> None:
         self.metrics.redis_errors.labels(op=op).inc()
         self.last_error = f"{op}: {type(e).__name__}: {e}"[:300]
         self._skip_until = time.monotonic() + self.cfg.retry_interval_s
+        # Every pooled connection may be dead (Redis restarted): drop them all, so the first commands after it
+        # returns do not fail one stale connection at a time.
+        for c in (self.client, self.slow):
+            with contextlib.suppress(Exception):
+                await c.connection_pool.disconnect()
         if self.up:
             log.warning(
                 "redis unavailable; shared cache bypassed, limits %s",
@@ -115,7 +120,7 @@ class RedisState:
                 await self.client.ping()
                 self._ok()
             except (RedisError, OSError, TimeoutError) as e:
-                self._failed("ping", e)
+                await self._failed("ping", e)
             await asyncio.sleep(self.cfg.retry_interval_s)
 
     async def close(self) -> None:

@@ -148,8 +148,8 @@ class RedisSettings(BaseModel):
     is bypassed, limits follow `rate_limit_on_error`) and a background ping brings it back by itself."""
 
     key_prefix: str = "xemo"  # every key this deployment writes starts with "<key_prefix>:"
-    socket_timeout_s: float = Field(0.25, gt=0)  # per command; a slower Redis counts as down
-    connect_timeout_s: float = Field(0.25, gt=0)
+    socket_timeout_s: float = Field(0.5, gt=0)  # per command; a slower Redis counts as down
+    connect_timeout_s: float = Field(0.5, gt=0)
     retry_interval_s: float = Field(1.0, gt=0)  # how long Redis is skipped after an error, and the ping period
     # When Redis cannot be asked: "local" = each process applies the limit by itself (a key gets up to N x its
     # rate across N processes); "open" = no limit; "closed" = refuse with 503 + Retry-After.
