@@ -141,7 +141,10 @@ class Metrics:
         )
         # Counters.
         self.requests_total = Counter(
-            "xemo_requests", "Finished /v1/analyze and /v1/stream requests by outcome.", ["outcome"], registry=r
+            "xemo_requests",
+            "Finished analyses (/v1/analyze, /v1/stream and async jobs) by outcome.",
+            ["outcome"],
+            registry=r,
         )
         for o in OUTCOMES:
             self.requests_total.labels(outcome=o)
