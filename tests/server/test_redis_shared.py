@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from servers import RedisProcess, ServerProcess, start_server
+from servers import RedisProcess, ServerProcess
 
 from server.auth import key_id
 
@@ -62,10 +62,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory, private_redis: RedisProcess) 
     }
     if importlib.util.find_spec("llama_cpp") is None:  # the same GGUF model on the other backend
         env["XEMO_LITE__LLM_BACKEND"] = "transformers"
-    servers: list[ServerProcess] = []
+    logs = tmp_path_factory.mktemp("server")
+    servers = [ServerProcess(env, logs / f"shared-{name}.log") for name in ("a", "b")]  # both load at once
     try:
-        for name in ("a", "b"):
-            servers.append(start_server(tmp_path_factory, f"shared-{name}", env))
+        for s in servers:
+            s.wait_ready()
         yield servers
     finally:
         for s in servers:
