@@ -1,22 +1,24 @@
-"""The Redis-backed parts on their own, against the real Redis at 127.0.0.1:6379 (a unique key prefix per test):
-the shared rate limit and what it does when Redis cannot be reached, the shared result cache's bounds, and the
-webhook allow-list and delivery of async jobs."""
+"""The Redis-backed parts on their own, against the real Redis at 127.0.0.1:6379 (a unique key prefix per test)
+or a private redis-server: the shared rate limit and what it does when Redis cannot be reached, the shared result
+cache's bounds and its bypass of a hung Redis, and the webhook allow-list and delivery of async jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import http.server
 import json
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
-from servers import free_port
+from servers import RedisProcess, free_port
 
 from server.errors import InvalidField, RateLimited
 from server.job_queue import JobQueue
@@ -188,3 +190,34 @@ def test_a_finished_job_is_posted_to_its_allowed_callback(prefix: str) -> None:
         asyncio.run(main())
     finally:
         httpd.shutdown()
+
+
+def test_a_hung_redis_is_bypassed_then_used_again(tmp_path: Path) -> None:
+    """SIGSTOP freezes a private redis-server with its connections open: commands time out instead of failing
+    fast. The cache then answers RedisUnavailable (a bypass for the caller), and works again once Redis resumes."""
+    private = RedisProcess(tmp_path / "redis.log")
+    try:
+
+        async def main() -> None:
+            s = state(private.url, "hung", socket_timeout_s=0.3, retry_interval_s=0.3)
+            s.start()  # the background ping notices the recovery
+            cache = RedisResultCache(s, entries=4, ttl_s=60, max_entry_bytes=10_000)
+            await cache.put("k", [{"type": "done"}])
+            private.proc.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(RedisUnavailable):
+                    await cache.get("k")
+                assert s.status()["status"] == "degraded"
+                assert s.metrics.redis_errors.labels(op="cache_get")._value.get() == 1
+            finally:
+                private.proc.send_signal(signal.SIGCONT)
+            for _ in range(100):  # bounded: the ping loop clears the breaker within a retry interval or two
+                if s.status()["status"] == "ok":
+                    break
+                await asyncio.sleep(0.1)
+            assert await cache.get("k") == [{"type": "done"}]
+            await s.close()
+
+        asyncio.run(main())
+    finally:
+        private.stop()
