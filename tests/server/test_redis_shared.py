@@ -66,7 +66,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, private_redis: RedisProcess) 
     servers = [ServerProcess(env, logs / f"shared-{name}.log") for name in ("a", "b")]  # both load at once
     try:
         for s in servers:
-            s.wait_ready()
+            s.wait_ready(timeout=600)  # two loading at once on a small shared box take a while
         yield servers
     finally:
         for s in servers:
