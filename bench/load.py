@@ -299,20 +299,20 @@ def compare_redis(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
 
 
 def start_servers(
-    configs: dict[str, dict[str, str]], tmp: Path, redis_url: str | None
-) -> dict[str, list[ServerProcess]]:
-    servers: dict[str, list[ServerProcess]] = {}
+    configs: dict[str, dict[str, str]], tmp: Path, redis_url: str | None, servers: dict[str, list[ServerProcess]]
+) -> None:
+    """Start every configuration's processes into `servers` (filled as they start, so the caller stops them all
+    whatever fails), then wait until each is ready."""
     for name, env in configs.items():
         n = PROCESSES.get(name, 1)
         if n > 1:
             assert redis_url is not None
             env = {**env, "XEMO_REDIS_URL": redis_url, "XEMO_REDIS__KEY_PREFIX": f"bench-{os.getpid()}"}
-        print(f"{name}: starting {n} server process(es) ({env})", flush=True)
+        print(f"{name}: starting {n} server process(es)", flush=True)
         servers[name] = [ServerProcess(env, tmp / f"{name}-{i}.log") for i in range(n)]
     for procs in servers.values():
         for p in procs:
-            p.wait_ready(timeout=600)
-    return servers
+            p.wait_ready(timeout=1200)  # several loading at once on a loaded box
 
 
 def main() -> int:
@@ -353,7 +353,7 @@ def main() -> int:
             redis = RedisProcess(Path(tmp) / "redis.log") if args.compare == "redis" else None
             servers: dict[str, list[ServerProcess]] = {}
             try:
-                servers = start_servers(configs, Path(tmp), redis.url if redis else None)
+                start_servers(configs, Path(tmp), redis.url if redis else None, servers)
                 urls = {n: [p.url for p in procs] for n, procs in servers.items()}
                 results.update(asyncio.run(measure(urls, clip, levels, args)))
             finally:
