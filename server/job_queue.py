@@ -371,6 +371,8 @@ class JobQueue:
                     entries = got[0][1] if got else []
                 for entry_id, fields in entries:
                     entry, job_id = _dec(entry_id), _dec(fields[b"id"])
+                    if entry in self._running:  # our own job, its heartbeat late (a starved loop): still ours
+                        continue
                     self._running[entry] = asyncio.get_running_loop().create_task(
                         self._run(entry, job_id), name=f"xemo-job-{job_id}"
                     )
