@@ -23,12 +23,14 @@ test: install  ## install what the tests need, then lint and run the whole suite
 
 install: $(STAMP)
 
-# System packages: ffmpeg (media), espeak-ng and sox (tests build speech with them).
+# System packages: ffmpeg (media), espeak-ng and sox (tests build speech with them), redis-server (tests start
+# private ones to kill).
 sysdeps:
-	@if ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
-		echo "installing system packages (ffmpeg espeak-ng sox)"; \
+	@if ! command -v ffmpeg >/dev/null || ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
+		|| ! command -v redis-server >/dev/null; then \
+		echo "installing system packages (ffmpeg espeak-ng sox redis-server)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng sox >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg espeak-ng sox redis-server >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml requirements/whisper-base.txt tools/llama_cpp_wheel.py | sysdeps

@@ -1,4 +1,4 @@
-"""Open-loop load benchmark of the server: unbatched (max_batch_size=1, max_num_seqs=1) vs. tuned batching.
+"""Open-loop load benchmark of the server: unbatched vs. tuned batching, or one process vs. two sharing Redis.
 
 Requests arrive at a constant rate whatever the server does (open loop: overload shows up as latency and
 errors, not as a politely slower client). For each target concurrency c in --levels the arrival rate is
@@ -7,14 +7,20 @@ average when the server keeps up). Each level is bounded by --duration seconds a
 then waits for the stragglers (bounded too). Every request streams SSE from /v1/analyze, so the client sees
 the label and the first token as they happen. Only 127.0.0.1 is ever contacted.
 
-By default it starts its own two server processes (both stay up: they run the same code and each level runs
-on both back to back, so the machine's background load hits both alike), runs the same levels against both and
-writes both and their ratio to bench/results/load.json. Every request's transcript differs, so the LLM's prefix
-cache helps only with the shared instructions, as in real traffic. With --url it measures one already running
-server instead (no ratio).
+`--compare batching` (the default) starts two server processes, unbatched (max_batch_size=1, max_num_seqs=1)
+and tuned batching; both stay up (they run the same code and each level runs on both back to back, so the
+machine's background load hits both alike), runs the same levels against both and writes both and their ratio
+to bench/results/load.json. `--compare redis` runs the tuned configuration as one process (in-process cache and
+limits) and as two processes sharing a private redis-server (result cache, rate limits and job state in Redis),
+the requests alternating between the two (client-side round robin: no balancer here), and writes
+bench/results/load_redis.json. Both use an API key with a limit far above the load, so every request pays the
+limit check and the cache lookup of its configuration. Every request's transcript differs, so the LLM's prefix
+cache helps only with the shared instructions and the result cache never hits, as in real traffic. With --url it
+measures one already running server instead (no ratio).
 
     .venv/bin/python bench/load.py                      # about 10 minutes on 2 cores
     .venv/bin/python bench/load.py --levels 1,4 --duration 15
+    .venv/bin/python bench/load.py --compare redis --levels 1,2,4
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import media  # noqa: E402  (tests/media.py: real media made by ffmpeg and espeak-ng)
-from servers import ServerProcess  # noqa: E402  (tests/servers.py: a real `xemo serve` process)
+from servers import RedisProcess, ServerProcess  # noqa: E402  (tests/servers.py: real server / redis processes)
 
 RESULTS = ROOT / "bench" / "results"
 # Only the batching knobs differ. On the 2-core CPU box the LLM's work is mostly prefill (compute-bound either
@@ -54,6 +60,21 @@ CONFIGS = {
         "XEMO_SERVER__MAX_QUEUE_DELAY_MS": "0",
     },
 }
+
+KEY = "bench-key"
+# An API key whose limit the benchmark never reaches, and the cache on: only where they live differs.
+SHARED_STATE = {
+    "XEMO_SERVER__API_KEYS": f'["{KEY}"]',
+    "XEMO_SERVER__RATE_LIMIT_PER_S": "10000",
+    "XEMO_SERVER__RATE_LIMIT_BURST": "10000",
+    "XEMO_SERVER__RESULT_CACHE_ENTRIES": "256",
+}
+REDIS_CONFIGS = {
+    "one_process": {**CONFIGS["tuned"], **SHARED_STATE},
+    "two_processes_redis": {**CONFIGS["tuned"], **SHARED_STATE},
+}
+PROCESSES = {"one_process": 1, "two_processes_redis": 2}
+_AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def make_clip(out_dir: Path) -> Path:
@@ -72,13 +93,14 @@ TRANSCRIPTS = [
 ]
 
 
-async def one_request(client: httpx.AsyncClient, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
+async def one_request(client: httpx.AsyncClient, base: str, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     rec: dict[str, Any] = {"status": None}
     try:
         async with client.stream(
             "POST",
-            "/v1/analyze",
+            base + "/v1/analyze",
+            headers=_AUTH,
             files={"video": ("clip.mp4", clip, "video/mp4")},
             data={
                 "max_tokens": str(max_tokens),
@@ -110,19 +132,20 @@ async def one_request(client: httpx.AsyncClient, clip: bytes, max_tokens: int, i
 
 
 async def run_level(
-    url: str, clip: bytes, rate: float, duration: float, max_requests: int, max_tokens: int, grace: float
+    urls: list[str], clip: bytes, rate: float, duration: float, max_requests: int, max_tokens: int, grace: float
 ) -> dict[str, Any]:
+    """One level against one server, or round robin over several processes sharing Redis."""
     n = max(1, min(max_requests, int(round(rate * duration))))
     limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(grace + duration), limits=limits) as client:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(grace + duration), limits=limits) as client:
         t0 = time.perf_counter()
         tasks = []
         for i in range(n):  # constant arrival rate, independent of completions
             delay = t0 + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one_request(client, clip, max_tokens, i)))
-        probe = asyncio.create_task(probe_latency(client))
+            tasks.append(asyncio.create_task(one_request(client, urls[i % len(urls)], clip, max_tokens, i)))
+        probe = asyncio.create_task(probe_latency(client, urls[0]))
         done, pending = await asyncio.wait(tasks, timeout=grace)
         probe.cancel()
         probes = await asyncio.gather(probe, return_exceptions=True)
@@ -136,13 +159,13 @@ async def run_level(
     return out
 
 
-async def probe_latency(client: httpx.AsyncClient, samples: list[float] | None = None) -> list[float]:
+async def probe_latency(client: httpx.AsyncClient, base: str, samples: list[float] | None = None) -> list[float]:
     """/livez round trips (ms) every 100 ms while the level runs: the event loop must stay responsive."""
     samples = [] if samples is None else samples
     try:
         while True:
             t = time.perf_counter()
-            await client.get("/livez")
+            await client.get(base + "/livez")
             samples.append(1000 * (time.perf_counter() - t))
             await asyncio.sleep(0.1)
     except asyncio.CancelledError:
@@ -179,32 +202,36 @@ def summarize(recs: list[dict[str, Any]], wall: float, rate: float) -> dict[str,
     }
 
 
-async def measure(urls: dict[str, str], clip: bytes, levels: list[int], args: argparse.Namespace) -> dict[str, Any]:
+async def measure(
+    urls: dict[str, list[str]], clip: bytes, levels: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
     """Warm every server up, then run each level on each server back to back (same code, same machine state).
 
     The arrival rate of level c is c / S, with S the unloaded latency of the first server (the baseline), so
     every configuration sees exactly the same load."""
     out: dict[str, Any] = {}
-    for name, url in urls.items():
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:  # warm-up + unloaded latency, one at a time
-            single = [await one_request(c, clip, args.max_tokens, i) for i in range(3)]
-        s = float(np.median([r["e2e_s"] for r in single[1:] if "e2e_s" in r] or [5.0]))
+    for name, bases in urls.items():
+        async with httpx.AsyncClient(timeout=120) as c:  # warm-up (every process) + unloaded latency, one at a time
+            single = [
+                await one_request(c, bases[i % len(bases)], clip, args.max_tokens, i) for i in range(2 + len(bases))
+            ]
+        s = float(np.median([r["e2e_s"] for r in single[len(bases) :] if "e2e_s" in r] or [5.0]))
         out[name] = {"unloaded_e2e_s": round(s, 3), "levels": {}}
     service_s = out[next(iter(urls))]["unloaded_e2e_s"]
     for c in levels:
         rate = c / service_s
-        for name, url in urls.items():
-            res = await run_level(url, clip, rate, args.duration, args.max_requests, args.max_tokens, args.grace)
+        for name, bases in urls.items():
+            res = await run_level(bases, clip, rate, args.duration, args.max_requests, args.max_tokens, args.grace)
             out[name]["levels"][str(c)] = res
             print(
-                f"  {name:<9} c={c:<2} rate={rate:.2f}/s sent={res['sent']} ok={res['ok']} errors={res['errors']} "
+                f"  {name:<19} c={c:<2} rate={rate:.2f}/s sent={res['sent']} ok={res['ok']} errors={res['errors']} "
                 f"thr={res['throughput_per_s']}/s e2e p50/p95={res['e2e_s']['p50']}/{res['e2e_s']['p95']} "
                 f"ttft p50={res['ttft_s']['p50']} label p50={res['time_to_label_s']['p50']}",
                 flush=True,
             )
-    for name, url in urls.items():
-        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-            out[name]["mean_batch_size"] = mean_batch_sizes((await c.get("/metrics")).text)
+    for name, bases in urls.items():
+        async with httpx.AsyncClient(timeout=30) as c:
+            out[name]["mean_batch_size"] = mean_batch_sizes((await c.get(bases[0] + "/metrics")).text)
         print(f"  {name}: mean batch size per stage: {out[name]['mean_batch_size']}", flush=True)
     return out
 
@@ -245,7 +272,7 @@ def table(results: dict[str, Any]) -> str:
         "| label p50 | label p95 | livez p99 ms |",
         "|" + "---|" * 14,
     ]
-    for name in ("unbatched", "tuned", "server"):
+    for name in ("unbatched", "tuned", *REDIS_CONFIGS, "server"):
         if name not in results:
             continue
         for c, r in results[name]["levels"].items():
@@ -258,6 +285,36 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def compare_redis(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for c, t in two["levels"].items():
+        o = one["levels"][c]
+        out[c] = {
+            "throughput_two_over_one": ratio(t["throughput_per_s"], o["throughput_per_s"]),
+            "e2e_p50_two_over_one": ratio(t["e2e_s"]["p50"], o["e2e_s"]["p50"]),
+            "e2e_p95_two_over_one": ratio(t["e2e_s"]["p95"], o["e2e_s"]["p95"]),
+            "ttft_p50_two_over_one": ratio(t["ttft_s"]["p50"], o["ttft_s"]["p50"]),
+        }
+    return out
+
+
+def start_servers(
+    configs: dict[str, dict[str, str]], tmp: Path, redis_url: str | None, servers: dict[str, list[ServerProcess]]
+) -> None:
+    """Start every configuration's processes into `servers` (filled as they start, so the caller stops them all
+    whatever fails), then wait until each is ready."""
+    for name, env in configs.items():
+        n = PROCESSES.get(name, 1)
+        if n > 1:
+            assert redis_url is not None
+            env = {**env, "XEMO_REDIS_URL": redis_url, "XEMO_REDIS__KEY_PREFIX": f"bench-{os.getpid()}"}
+        print(f"{name}: starting {n} server process(es)", flush=True)
+        servers[name] = [ServerProcess(env, tmp / f"{name}-{i}.log") for i in range(n)]
+    for procs in servers.values():
+        for p in procs:
+            p.wait_ready(timeout=1200)  # several loading at once on a loaded box
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="measure this running server (127.0.0.1 only) instead of starting two")
@@ -266,17 +323,22 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=40, help="cap on requests per level")
     ap.add_argument("--grace", type=float, default=80.0, help="max seconds to wait for a level to finish")
     ap.add_argument("--max-tokens", type=int, default=24)
-    ap.add_argument("--out", type=Path, default=RESULTS / "load.json")
+    ap.add_argument("--compare", choices=("batching", "redis"), default="batching")
+    ap.add_argument("--out", type=Path, help="default bench/results/load.json (load_redis.json for --compare redis)")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    configs = CONFIGS if args.compare == "batching" else REDIS_CONFIGS
+    args.out = args.out or RESULTS / ("load.json" if args.compare == "batching" else "load_redis.json")
     results: dict[str, Any] = {
         "settings": {
             "levels": levels,
             "duration_s": args.duration,
             "max_requests": args.max_requests,
             "max_tokens": args.max_tokens,
-            "configs": CONFIGS,
+            "configs": configs,
+            "processes": {n: PROCESSES.get(n, 1) for n in configs},
             "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
         }
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,21 +346,27 @@ def main() -> int:
         if args.url:
             if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
                 raise SystemExit("only 127.0.0.1 may be benchmarked")
-            results.update(asyncio.run(measure({"server": args.url}, clip, levels, args)))
+            results.update(asyncio.run(measure({"server": [args.url]}, clip, levels, args)))
         else:
-            # Both servers run for the whole benchmark (an idle one costs no CPU): they load the same code,
-            # even in a working tree that changes meanwhile, and each level runs on both back to back.
-            servers: dict[str, ServerProcess] = {}
+            # All servers run for the whole benchmark (an idle one costs no CPU): they load the same code,
+            # even in a working tree that changes meanwhile, and each level runs on all back to back.
+            redis = RedisProcess(Path(tmp) / "redis.log") if args.compare == "redis" else None
+            servers: dict[str, list[ServerProcess]] = {}
             try:
-                for name, env in CONFIGS.items():
-                    print(f"{name}: starting server ({env})", flush=True)
-                    servers[name] = ServerProcess(env, Path(tmp) / f"{name}.log")
-                    servers[name].wait_ready()
-                results.update(asyncio.run(measure({n: s.url for n, s in servers.items()}, clip, levels, args)))
+                start_servers(configs, Path(tmp), redis.url if redis else None, servers)
+                urls = {n: [p.url for p in procs] for n, procs in servers.items()}
+                results.update(asyncio.run(measure(urls, clip, levels, args)))
             finally:
-                for srv in servers.values():
-                    srv.stop()
-            results["ratio"] = compare(results["unbatched"], results["tuned"])
+                for procs in servers.values():
+                    for srv in procs:
+                        srv.stop()
+                if redis is not None:
+                    redis.stop()
+            if args.compare == "batching":
+                results["ratio"] = compare(results["unbatched"], results["tuned"])
+            else:
+                results["ratio"] = compare_redis(results["one_process"], results["two_processes_redis"])
+        results["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.errors import XemoError
 from server import logging as xlog
-from server import probes, routes_analyze, routes_ws
+from server import probes, routes_analyze, routes_jobs, routes_ws
 from server.errors import http_error, to_api_error
 from server.lifecycle import ServerState
 from server.middleware import RequestContextMiddleware, request_id
@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(probes.router)
     app.include_router(routes_analyze.router)
     app.include_router(routes_ws.router)
+    if state.jobs is not None:  # async jobs need Redis; without it the routes do not exist
+        app.include_router(routes_jobs.router)
 
     @app.exception_handler(XemoError)
     async def _xemo_error(request: Request, exc: XemoError) -> JSONResponse:

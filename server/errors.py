@@ -60,6 +60,13 @@ class UploadTimeout(XemoError):
     http_status = 408
 
 
+class IdempotencyConflict(XemoError):
+    """An Idempotency-Key sent again with a different request."""
+
+    type = "idempotency_conflict"
+    http_status = 409
+
+
 class UnsupportedContentType(XemoError):
     type = "unsupported_content_type"
     http_status = 415

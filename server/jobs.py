@@ -21,7 +21,8 @@ from engines.types import AnalyzeRequest, CueEvent, DoneEvent, LabelEvent, Segme
 from server.admission import Ticket
 from server.errors import ApiError, InvalidField, to_api_error
 from server.lifecycle import ServerState
-from server.result_cache import cache_key
+from server.redis_state import RedisUnavailable
+from server.result_cache import ResultCache, cache_key
 from server.runner import deadline_var
 
 log = logging.getLogger("xemo.request")
@@ -90,6 +91,11 @@ def _number(v: Any, name: str, kind: type, lo: float, hi: float) -> Any:
     return x
 
 
+async def _cache_put(cache: ResultCache, key: str, events: list[dict[str, Any]]) -> None:
+    with contextlib.suppress(RedisUnavailable):  # counted in xemo_redis_errors_total; the answer went out anyway
+        await cache.put(key, events)
+
+
 class Job:
     def __init__(self, state: ServerState, request_id: str, received_at: float, transport: str) -> None:
         self.state = state
@@ -105,14 +111,15 @@ class Job:
         self.key_id: str | None = None
         self.cache_key: str | None = None  # set when the answer may be cached (greedy, cache on)
         self.cached: list[dict[str, Any]] | None = None  # the events to replay on a cache hit
+        self.cache_bypassed = False  # cacheable, but the shared cache could not be asked (Redis down)
         # absolute deadline, perf_counter clock
         self.deadline = received_at + state.settings.server.request_timeout_s
 
     # -- before the pipeline -----------------------------------------------------------------------------------
-    def authorize(self, authorization: str | None) -> None:
+    async def authorize(self, authorization: str | None) -> None:
         self.key_id = self.state.keys.authenticate(authorization)
         if self.key_id is not None:
-            self.state.limiter.check(self.key_id)
+            await self.state.limiter.check(self.key_id)
 
     def admit(self) -> None:
         self.state.check_serving()
@@ -160,15 +167,28 @@ class Job:
         if cache is None or temperature != 0:
             return False
         options = {"transcript": opts.transcript, "labels": opts.labels, "max_tokens": opts.max_tokens}
+        args = (video, audio, options, self.key_id or "", self.state.fingerprint)
         big = sum(len(x) for x in (video, audio) if x is not None) > 1 << 20
         # hashing tens of MB takes tens of ms: off the loop
-        if big:
-            self.cache_key = await asyncio.to_thread(cache_key, video, audio, options)
-        else:
-            self.cache_key = cache_key(video, audio, options)
-        self.cached = cache.get(self.cache_key)
+        key = await asyncio.to_thread(cache_key, *args) if big else cache_key(*args)
+        try:
+            self.cached = await cache.get(key)
+        except RedisUnavailable:  # answer without the cache rather than fail
+            self.cache_bypassed = True
+            self.state.metrics.result_cache.labels(result="bypass").inc()
+            return False
+        self.cache_key = key
         self.state.metrics.result_cache.labels(result="miss" if self.cached is None else "hit").inc()
         return self.cached is not None
+
+    @property
+    def cache_header(self) -> dict[str, str]:
+        """X-Xemo-Cache: hit | miss | bypass for cacheable requests, nothing otherwise."""
+        if self.cache_bypassed:
+            return {"X-Xemo-Cache": "bypass"}
+        if self.cache_key is None:
+            return {}
+        return {"X-Xemo-Cache": "miss" if self.cached is None else "hit"}
 
     async def _replay(self) -> AsyncIterator[dict[str, Any]]:
         """A cache hit: the first answer's events under this request's id and timings."""
@@ -255,7 +275,7 @@ class Job:
                     self._done(ev, n_tokens, now)
                     done = event_to_dict(ev)
                     if self.cache_key is not None and state.result_cache is not None:
-                        state.result_cache.put(self.cache_key, [*sent, done])
+                        state.spawn(_cache_put(state.result_cache, self.cache_key, [*sent, done]), "cache-put")
                     yield done
                     return
                 elif not isinstance(ev, CueEvent | SegmentEvent):

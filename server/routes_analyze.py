@@ -79,7 +79,7 @@ async def analyze(request: Request) -> Response:
     limits = UploadLimits(state.settings.ingest.max_bytes, state.settings.server.max_field_bytes)
     body_read = False
     try:
-        job.authorize(request.headers.get("authorization"))
+        await job.authorize(request.headers.get("authorization"))
         check_content_length(request.headers, limits)
         job.admit()
         t = time.perf_counter()
@@ -106,7 +106,7 @@ async def analyze(request: Request) -> Response:
             resp.headers["Connection"] = "close"
         return resp
 
-    cache = {} if job.cache_key is None else {"X-Xemo-Cache": "miss" if job.cached is None else "hit"}
+    cache = job.cache_header
     if streaming:
         # on_close: a client gone before the first event never runs the generator's own cleanup
         return EventStreamResponse(job.events(), headers=cache, on_close=lambda: job.finish("cancelled"))

@@ -81,7 +81,7 @@ async def stream(ws: WebSocket) -> None:
         auth = ws.headers.get("authorization")
         if not auth and isinstance(first.get("api_key"), str):
             auth = "Bearer " + first["api_key"]
-        job.authorize(auth)
+        await job.authorize(auth)
         opts = parse_options({k: v for k, v in first.items() if k not in ("type", "api_key")})
         job.admit()
         parts: dict[str, bytearray] = {}

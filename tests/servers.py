@@ -48,9 +48,12 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                r = httpx.get(self.url + "/readyz", timeout=2)
+                if r.status_code == 200:
                     return
-            except httpx.HTTPError:
+                if "load_error" in r.json():  # it stays up to report why, but will never be ready
+                    raise RuntimeError(f"model loading failed: {r.json()['load_error']}")
+            except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log_tail()}")
@@ -94,3 +97,37 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[
             if attempt:
                 raise
     raise AssertionError("unreachable")
+
+
+class RedisProcess:
+    """A private redis-server on a free 127.0.0.1 port (no persistence), which a test may kill and restart."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        self.kill()

@@ -171,6 +171,38 @@ class ServerSettings(BaseModel):
     ws_ping_interval_s: float = 20.0
 
 
+class RedisSettings(BaseModel):
+    """How the server uses `redis_url`: shared result cache, shared rate limits and async jobs (server/redis_state.py).
+
+    Every command has a short timeout; after a failure Redis is skipped for `retry_interval_s` (the result cache
+    is bypassed, limits follow `rate_limit_on_error`) and a background ping brings it back by itself."""
+
+    key_prefix: str = "xemo"  # every key this deployment writes starts with "<key_prefix>:"
+    socket_timeout_s: float = Field(0.5, gt=0)  # per command; a slower Redis counts as down
+    connect_timeout_s: float = Field(0.5, gt=0)
+    retry_interval_s: float = Field(1.0, gt=0)  # how long Redis is skipped after an error, and the ping period
+    # When Redis cannot be asked: "local" = each process applies the limit by itself (a key gets up to N x its
+    # rate across N processes); "open" = no limit; "closed" = refuse with 503 + Retry-After.
+    rate_limit_on_error: Literal["local", "open", "closed"] = "local"
+    result_cache_max_entry_bytes: int = Field(1 * MB, ge=1024)  # larger answers are not cached
+
+
+class JobsSettings(BaseModel):
+    """Async jobs (`POST /v1/jobs`), kept in Redis; on only when `redis_url` is set."""
+
+    enabled: bool = True
+    ttl_s: float = Field(24 * 3600.0, gt=0)  # how long a job's status, answer and events are kept
+    concurrency: int = Field(2, ge=0)  # jobs this process runs at once (they share server.max_running); 0 = none
+    max_backlog: int = Field(64, ge=1)  # queued + running jobs, all processes; past it POST /v1/jobs answers 503
+    # A job whose process stopped heartbeating this long is taken over by another process; a job that has been
+    # started max_attempts times is marked failed instead.
+    claim_idle_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(2, ge=1)
+    # Hosts ("name" or "name:port") a job's `callback_url` may point at; empty = no outbound webhooks at all.
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(5.0, gt=0)
+
+
 class EvalSettings(BaseModel):
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "gpt-4o-mini"
@@ -195,7 +227,9 @@ class Settings(BaseSettings):
     export: ExportSettings = Field(default_factory=ExportSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
-    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0 for the result cache and shared limits
+    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: shared result cache, rate limits, async jobs
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     log_level: str = "INFO"
     # `xemo serve` / `xemo analyze` first run a tiny llama.cpp decode in a child process, so a library that
     # crashes on this CPU is reported with the fix instead of killing the command with a segfault.
