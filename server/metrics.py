@@ -149,6 +149,21 @@ class Metrics:
         )
         for res in ("hit", "miss"):
             self.result_cache.labels(result=res)
+        # The Ray layout only (`xemo serve --ray`), as seen from this ingress replica.
+        self.ray_in_flight = Gauge(
+            "xemo_ray_calls_in_flight",
+            "Calls this ingress has made to a Ray deployment (stage or llm) and not yet had answered: queued in Ray "
+            "or running on a replica.",
+            ["deployment"],
+            registry=r,
+        )
+        self.ray_calls = Counter(
+            "xemo_ray_calls",
+            'Finished calls to Ray deployments by outcome (ok, replica_lost, backpressure) and, for ok stage calls, '
+            'the node that served them (its id\'s first 12 hex digits; "-" otherwise).',
+            ["deployment", "node", "outcome"],
+            registry=r,
+        )
 
     def watch_llm(self, stats: Callable[[], dict[str, Any]]) -> None:
         """Export the LLM backend's own continuous-batching counters (`stats()`) as `xemo_llm_<key>` gauges."""
