@@ -136,6 +136,24 @@ class RemoteLLM(LLMBackend):
         # prompt text -> token count, learnt from score_choices (the pipeline reports the count of a prompt it
         # has just scored), so `prompt_tokens` rarely needs a blocking round trip
         self._counts: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self._stats: dict[str, Any] = {}
+        self._stats_task: asyncio.Task | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """The replica's continuous-batching counters ({"running", "waiting", ...}) for /metrics. Called at scrape
+        time on the event loop, which must not wait for the replica: this returns the last snapshot and fetches
+        the next one in the background, so each scrape shows the state as of the previous one."""
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule on
+            loop = asyncio.get_running_loop()
+            if self._stats_task is None or self._stats_task.done():
+                self._stats_task = loop.create_task(self._refresh_stats())
+        return dict(self._stats)
+
+    async def _refresh_stats(self) -> None:
+        try:
+            self._stats = await asyncio.wait_for(self.handle.stats.remote(), timeout=5.0)
+        except Exception:  # a busy or lost replica: keep the last snapshot
+            pass
 
     def _blocking(self, method: str, *args: Any) -> Any:
         call: Callable[[], Any] = lambda: getattr(self.handle, method).remote(*args).result()  # noqa: E731
