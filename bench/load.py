@@ -7,9 +7,12 @@ average when the server keeps up). Each level is bounded by --duration seconds a
 then waits for the stragglers (bounded too). Every request streams SSE from /v1/analyze, so the client sees
 the label and the first token as they happen. Only 127.0.0.1 is ever contacted.
 
-By default it starts its own two server processes (both stay up: they run the same code and each level runs
-on both back to back, so the machine's background load hits both alike), runs the same levels against both and
-writes both and their ratio to bench/results/load.json. Every request's transcript differs, so the LLM's prefix
+By default it starts its own server processes (all stay up: they run the same code and each level runs on each
+back to back, so the machine's background load hits them alike), runs the same levels against each and writes
+them and the tuned/unbatched ratio to bench/results/load.json. The `ray` configuration is `xemo serve --ray`
+(its own local Ray, the tuned knobs) when Ray Serve is installed; for it the benchmark also measures Ray's added
+latency per request at concurrency 1: sequential requests alternating between the tuned single process and the
+Ray app, median of each, the difference per request. Every request's transcript differs, so the LLM's prefix
 cache helps only with the shared instructions, as in real traffic. With --url it measures one already running
 server instead (no ratio).
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
 import os
@@ -54,6 +58,9 @@ CONFIGS = {
         "XEMO_SERVER__MAX_QUEUE_DELAY_MS": "0",
     },
 }
+# The Ray app with the tuned knobs: ingress, one replica per stage, the LLM in its own process.
+RAY = {**CONFIGS["tuned"], "XEMO_RAY__NUM_CPUS": "2", "XEMO_RAY__OBJECT_STORE_MB": "128"}
+ARGS = {"ray": ["--ray"]}
 
 
 def make_clip(out_dir: Path) -> Path:
@@ -220,6 +227,22 @@ def mean_batch_sizes(text: str) -> dict[str, float]:
     return {k: round(sums[k] / counts[k], 2) for k in sums if counts.get(k)}
 
 
+async def added_latency(base: str, other: str, clip: bytes, n: int, max_tokens: int) -> dict[str, Any]:
+    """Sequential requests alternating between two servers; median per server and the difference (other - base)."""
+    recs: dict[str, list[dict[str, Any]]] = {base: [], other: []}
+    async with httpx.AsyncClient(timeout=300) as c:
+        for i in range(n):
+            for url in (base, other) if i % 2 == 0 else (other, base):
+                c.base_url = httpx.URL(url)
+                recs[url].append(await one_request(c, clip, max_tokens, i))
+    out: dict[str, Any] = {"requests_each": n}
+    for key in ("e2e_s", "label_s", "ttft_s"):
+        med = {u: float(np.median(v)) if (v := [r[key] for r in rs if key in r]) else None for u, rs in recs.items()}
+        out[key] = {"single_process": med[base], "ray": med[other],
+                    "added": round(med[other] - med[base], 4) if None not in med.values() else None}
+    return out
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -245,7 +268,7 @@ def table(results: dict[str, Any]) -> str:
         "| label p50 | label p95 | livez p99 ms |",
         "|" + "---|" * 14,
     ]
-    for name in ("unbatched", "tuned", "server"):
+    for name in ("unbatched", "tuned", "ray", "server"):
         if name not in results:
             continue
         for c, r in results[name]["levels"].items():
@@ -267,7 +290,14 @@ def main() -> int:
     ap.add_argument("--grace", type=float, default=80.0, help="max seconds to wait for a level to finish")
     ap.add_argument("--max-tokens", type=int, default=24)
     ap.add_argument("--out", type=Path, default=RESULTS / "load.json")
+    ap.add_argument("--configs", default="unbatched,tuned,ray", help="which servers to start (ray: if installed)")
+    ap.add_argument("--ray-latency-requests", type=int, default=8, help="per server, for Ray's added latency")
     args = ap.parse_args()
+    configs = {**CONFIGS, "ray": RAY}
+    names = [n for n in args.configs.split(",") if n in configs]
+    if "ray" in names and importlib.util.find_spec("ray") is None:
+        print("ray is not installed: skipping the ray configuration (pip install '.[ray]')", flush=True)
+        names.remove("ray")
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     results: dict[str, Any] = {
         "settings": {
@@ -275,8 +305,11 @@ def main() -> int:
             "duration_s": args.duration,
             "max_requests": args.max_requests,
             "max_tokens": args.max_tokens,
-            "configs": CONFIGS,
+            "configs": {n: configs[n] for n in names},
             "cpus": os.cpu_count(),
+            "llm_backend": os.environ.get("XEMO_LITE__LLM_BACKEND", "llama_cpp (default)"),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+            "note": "a shared 2-core machine; other jobs ran during the benchmark: compare within one run",
         }
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -290,15 +323,24 @@ def main() -> int:
             # even in a working tree that changes meanwhile, and each level runs on both back to back.
             servers: dict[str, ServerProcess] = {}
             try:
-                for name, env in CONFIGS.items():
+                for name in names:
+                    env = dict(configs[name])
+                    if name == "ray":
+                        env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="xray", dir="/tmp")
                     print(f"{name}: starting server ({env})", flush=True)
-                    servers[name] = ServerProcess(env, Path(tmp) / f"{name}.log")
-                    servers[name].wait_ready()
+                    servers[name] = ServerProcess(env, Path(tmp) / f"{name}.log", ARGS.get(name))
+                    servers[name].wait_ready(600)
                 results.update(asyncio.run(measure({n: s.url for n, s in servers.items()}, clip, levels, args)))
+                if "ray" in servers and "tuned" in servers:
+                    results["ray_added_latency_c1"] = asyncio.run(added_latency(
+                        servers["tuned"].url, servers["ray"].url, clip, args.ray_latency_requests, args.max_tokens))
+                    print("ray added latency at c=1:", json.dumps(results["ray_added_latency_c1"]), flush=True)
             finally:
                 for srv in servers.values():
-                    srv.stop()
-            results["ratio"] = compare(results["unbatched"], results["tuned"])
+                    srv.stop(90)
+            if "unbatched" in results and "tuned" in results:
+                results["ratio"] = compare(results["unbatched"], results["tuned"])
+    results["settings"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))

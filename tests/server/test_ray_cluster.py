@@ -69,7 +69,8 @@ def server(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
             "ingress": {"num_cpus": 0, "resources": head},
             "llm": {"num_cpus": 0, "resources": head},
             "stages": {
-                "visual": {"num_cpus": 0.4, "resources": head},
+                # one call at a time and one waiting: a burst overflows it (backpressure -> 503)
+                "visual": {"num_cpus": 0.4, "resources": head, "max_ongoing_requests": 1, "max_queued_requests": 1},
                 "audio": {"num_cpus": 0.6, "num_replicas": 2},
             },
         },
@@ -162,6 +163,20 @@ def test_sse_websocket_and_metrics_through_the_ingress(server: ServerProcess, fa
     assert 'xemo_requests_total{outcome="ok"}' in text and "xemo_ray_calls_in_flight" in text
 
 
+def test_a_full_stage_queue_is_a_503_with_retry_after(server: ServerProcess, long_face_mp4: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = calls(server)
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(lambda _: analyze(server, long_face_mp4), range(8)))
+    codes = sorted(r.status_code for r in replies)
+    assert set(codes) <= {200, 503}, codes
+    rejected = [r for r in replies if r.status_code == 503]
+    assert rejected and 200 in codes, codes  # past visual's 1 running + 1 queued: refused at once, not failed
+    assert all(r.json()["error"]["type"] == "overloaded" and "retry-after" in r.headers for r in rejected)
+    assert diff(calls(server), before).get(("visual", "-", "backpressure"), 0) == len(rejected)
+
+
 def test_killing_the_stage_replica_mid_request(server: ServerProcess, long_face_mp4: Path, face_mp4: Path) -> None:
     replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
                 if a["name"].startswith("SERVE_REPLICA::xemo#visual#")]
@@ -182,7 +197,7 @@ def test_killing_the_stage_replica_mid_request(server: ServerProcess, long_face_
     # A transparent retry (200) or a clean, typed 503 with Retry-After: never a bare 500.
     if r.status_code != 200:
         assert r.status_code == 503, r.text
-        assert r.json()["error"]["type"] == "replica_unavailable" and "retry-after" in r.headers
+        assert r.json()["error"]["type"] in ("replica_unavailable", "overloaded") and "retry-after" in r.headers
     print(f"killed replica mid-request: client got {r.status_code}")
     deadline = time.monotonic() + 180
     while True:  # the next request succeeds once Serve has replaced the replica (it may wait for it)
