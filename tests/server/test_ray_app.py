@@ -44,3 +44,23 @@ def test_one_deployment_per_stage_plus_ingress_and_llm_with_options_from_setting
 def test_a_profile_that_cannot_be_split_is_refused() -> None:
     with pytest.raises(NotImplementedError, match="xemogpt"):
         build_app(load_settings(profile="xemogpt"))
+
+
+def test_the_rayservice_manifest_names_a_real_builder_and_valid_settings(tmp_path) -> None:  # noqa: ANN001
+    import importlib
+    from pathlib import Path
+
+    import yaml
+
+    docs = list(yaml.safe_load_all((Path(__file__).resolve().parents[2] / "deploy/k8s/rayservice.yaml").read_text()))
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]["xemo.yaml"]
+    service = next(d for d in docs if d["kind"] == "RayService")
+    (tmp_path / "xemo.yaml").write_text(config)
+    serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    (application,) = serve_config["applications"]
+    module, name = application["import_path"].split(":")
+    builder = getattr(importlib.import_module(module), name)
+    app = builder({"config": str(tmp_path / "xemo.yaml")})  # the settings in the ConfigMap validate
+    d = deployments(app)
+    assert d["llm"]._deployment_config.autoscaling_config.max_replicas == 2
+    assert application["args"]["config"].startswith("/etc/xemo/")
