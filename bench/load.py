@@ -28,6 +28,7 @@ import importlib.util
 import itertools
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -58,7 +59,9 @@ CONFIGS = {
         "XEMO_SERVER__MAX_QUEUE_DELAY_MS": "0",
     },
 }
-# The Ray app with the tuned knobs: ingress, one replica per stage, the LLM in its own process.
+# The Ray app with the tuned knobs: ingress, one replica per stage, the LLM in its own process. Its OpenMP
+# threads wait passively here as in the single process (--ray-omp ACTIVE to measure spinning): on a shared box an
+# ACTIVE LLM keeps its threads spinning even between requests, which slows every other process.
 RAY = {**CONFIGS["tuned"], "XEMO_RAY__NUM_CPUS": "2", "XEMO_RAY__OBJECT_STORE_MB": "128"}
 ARGS = {"ray": ["--ray"]}
 
@@ -281,6 +284,10 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _interrupt(sig: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="measure this running server (127.0.0.1 only) instead of starting two")
@@ -292,8 +299,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "load.json")
     ap.add_argument("--configs", default="unbatched,tuned,ray", help="which servers to start (ray: if installed)")
     ap.add_argument("--ray-latency-requests", type=int, default=8, help="per server, for Ray's added latency")
+    ap.add_argument("--ray-omp", default="PASSIVE", choices=["PASSIVE", "ACTIVE"], help="the LLM replica's policy")
     args = ap.parse_args()
-    configs = {**CONFIGS, "ray": RAY}
+    signal.signal(signal.SIGTERM, _interrupt)  # so the servers started here are stopped too
+    configs = {**CONFIGS, "ray": {**RAY, "XEMO_RAY__LLM_OMP_WAIT_POLICY": args.ray_omp}}
     names = [n for n in args.configs.split(",") if n in configs]
     if "ray" in names and importlib.util.find_spec("ray") is None:
         print("ray is not installed: skipping the ray configuration (pip install '.[ray]')", flush=True)
