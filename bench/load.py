@@ -1,4 +1,5 @@
-"""Open-loop load benchmark of the server: unbatched vs. tuned batching, or one process vs. two sharing Redis.
+"""Open-loop load benchmark of the server: unbatched vs. tuned batching, one process vs. two sharing Redis, or one
+process vs. the Ray app.
 
 Requests arrive at a constant rate whatever the server does (open loop: overload shows up as latency and
 errors, not as a politely slower client). For each target concurrency c in --levels the arrival rate is
@@ -15,21 +16,27 @@ limits) and as two processes sharing a private redis-server (result cache, rate 
 the requests alternating between the two (client-side round robin: no balancer here), and writes
 bench/results/load_redis.json. Both use an API key with a limit far above the load, so every request pays the
 limit check and the cache lookup of its configuration. Every request's transcript differs, so the LLM's prefix
-cache helps only with the shared instructions and the result cache never hits, as in real traffic. With --url it
-measures one already running server instead (no ratio).
+cache helps only with the shared instructions and the result cache never hits, as in real traffic.
+`--compare ray` runs the tuned single process and `xemo serve --ray` (its own local Ray, the same knobs) and also
+measures Ray's added latency per request at concurrency 1: sequential requests alternating between the two,
+median of each, the difference (bench/results/load_ray.json). With --url it measures one already running server
+instead (no ratio).
 
     .venv/bin/python bench/load.py                      # about 10 minutes on 2 cores
     .venv/bin/python bench/load.py --levels 1,4 --duration 15
     .venv/bin/python bench/load.py --compare redis --levels 1,2,4
+    .venv/bin/python bench/load.py --compare ray --levels 1,2
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -74,6 +81,14 @@ REDIS_CONFIGS = {
     "two_processes_redis": {**CONFIGS["tuned"], **SHARED_STATE},
 }
 PROCESSES = {"one_process": 1, "two_processes_redis": 2}
+# The Ray app with the tuned knobs: ingress, one replica per stage, the LLM in its own process. Its OpenMP
+# threads wait passively here as in the single process (--ray-omp ACTIVE to measure spinning): on a shared box an
+# ACTIVE LLM keeps its threads spinning even between requests, which slows every other process.
+RAY_CONFIGS = {
+    "tuned": CONFIGS["tuned"],
+    "ray": {**CONFIGS["tuned"], "XEMO_RAY__NUM_CPUS": "2", "XEMO_RAY__OBJECT_STORE_MB": "128"},
+}
+SERVE_ARGS = {"ray": ["--ray"]}
 _AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -272,7 +287,7 @@ def table(results: dict[str, Any]) -> str:
         "| label p50 | label p95 | livez p99 ms |",
         "|" + "---|" * 14,
     ]
-    for name in ("unbatched", "tuned", *REDIS_CONFIGS, "server"):
+    for name in ("unbatched", "tuned", *REDIS_CONFIGS, "ray", "server"):
         if name not in results:
             continue
         for c, r in results[name]["levels"].items():
@@ -298,6 +313,21 @@ def compare_redis(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def added_latency(base: str, other: str, clip: bytes, n: int, max_tokens: int) -> dict[str, Any]:
+    """Sequential requests alternating between two servers; median per server and the difference (other - base)."""
+    recs: dict[str, list[dict[str, Any]]] = {base: [], other: []}
+    async with httpx.AsyncClient(timeout=300) as c:
+        for i in range(n):
+            for url in (base, other) if i % 2 == 0 else (other, base):
+                recs[url].append(await one_request(c, url, clip, max_tokens, i))
+    out: dict[str, Any] = {"requests_each": n}
+    for key in ("e2e_s", "label_s", "ttft_s"):
+        med = {u: float(np.median(v)) if (v := [r[key] for r in rs if key in r]) else None for u, rs in recs.items()}
+        out[key] = {"single_process": med[base], "ray": med[other],
+                    "added": round(med[other] - med[base], 4) if None not in med.values() else None}
+    return out
+
+
 def start_servers(
     configs: dict[str, dict[str, str]], tmp: Path, redis_url: str | None, servers: dict[str, list[ServerProcess]]
 ) -> None:
@@ -309,10 +339,16 @@ def start_servers(
             assert redis_url is not None
             env = {**env, "XEMO_REDIS_URL": redis_url, "XEMO_REDIS__KEY_PREFIX": f"bench-{os.getpid()}"}
         print(f"{name}: starting {n} server process(es)", flush=True)
-        servers[name] = [ServerProcess(env, tmp / f"{name}-{i}.log") for i in range(n)]
+        if name == "ray":
+            env = {**env, "RAY_TMPDIR": tempfile.mkdtemp(prefix="xray", dir="/tmp")}
+        servers[name] = [ServerProcess(env, tmp / f"{name}-{i}.log", SERVE_ARGS.get(name)) for i in range(n)]
     for procs in servers.values():
         for p in procs:
             p.wait_ready(timeout=1200)  # several loading at once on a loaded box
+
+
+def _interrupt(sig: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -323,12 +359,19 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=40, help="cap on requests per level")
     ap.add_argument("--grace", type=float, default=80.0, help="max seconds to wait for a level to finish")
     ap.add_argument("--max-tokens", type=int, default=24)
-    ap.add_argument("--compare", choices=("batching", "redis"), default="batching")
-    ap.add_argument("--out", type=Path, help="default bench/results/load.json (load_redis.json for --compare redis)")
+    ap.add_argument("--compare", choices=("batching", "redis", "ray"), default="batching")
+    ap.add_argument("--out", type=Path, help="default bench/results/load.json (load_<compare>.json otherwise)")
+    ap.add_argument("--ray-latency-requests", type=int, default=8, help="per server, for Ray's added latency")
+    ap.add_argument("--ray-omp", default="PASSIVE", choices=["PASSIVE", "ACTIVE"], help="the LLM replica's policy")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # so the servers started here are stopped too
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
-    configs = CONFIGS if args.compare == "batching" else REDIS_CONFIGS
-    args.out = args.out or RESULTS / ("load.json" if args.compare == "batching" else "load_redis.json")
+    configs = {"batching": CONFIGS, "redis": REDIS_CONFIGS, "ray": RAY_CONFIGS}[args.compare]
+    if args.compare == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise SystemExit("ray is not installed: pip install '.[ray]'")
+        configs = {**configs, "ray": {**configs["ray"], "XEMO_RAY__LLM_OMP_WAIT_POLICY": args.ray_omp}}
+    args.out = args.out or RESULTS / ("load.json" if args.compare == "batching" else f"load_{args.compare}.json")
     results: dict[str, Any] = {
         "settings": {
             "levels": levels,
@@ -356,15 +399,18 @@ def main() -> int:
                 start_servers(configs, Path(tmp), redis.url if redis else None, servers)
                 urls = {n: [p.url for p in procs] for n, procs in servers.items()}
                 results.update(asyncio.run(measure(urls, clip, levels, args)))
+                if args.compare == "ray":
+                    results["ray_added_latency_c1"] = asyncio.run(added_latency(
+                        urls["tuned"][0], urls["ray"][0], clip, args.ray_latency_requests, args.max_tokens))
             finally:
                 for procs in servers.values():
                     for srv in procs:
-                        srv.stop()
+                        srv.stop(90)
                 if redis is not None:
                     redis.stop()
             if args.compare == "batching":
                 results["ratio"] = compare(results["unbatched"], results["tuned"])
-            else:
+            elif args.compare == "redis":
                 results["ratio"] = compare_redis(results["one_process"], results["two_processes_redis"])
         results["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The FastAPI application factory: routers, the error envelope handlers, request context, CORS and lifespan.
 
 `create_app(settings)` builds one app around one `ServerState`; `xemo serve` runs it under uvicorn. With
-several uvicorn workers, each worker calls `create_app()` with no argument and reads the same settings.
+several uvicorn workers, each worker calls `create_app()` with no argument and reads the same settings. The Ray
+ingress (server/ray_app.py) builds the same app with an `attach` hook that puts the stages and the LLM on Ray.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from engines.errors import XemoError
 from server import logging as xlog
 from server import probes, routes_analyze, routes_jobs, routes_ws
 from server.errors import http_error, to_api_error
-from server.lifecycle import ServerState
+from server.lifecycle import Attach, ServerState
 from server.middleware import RequestContextMiddleware, request_id
 from xemo.settings import Settings, load_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, attach: Attach | None = None) -> FastAPI:
     settings = settings or load_settings()
-    state = ServerState(settings)
+    state = ServerState(settings, attach)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,8 +1,10 @@
 """What the server holds for its lifetime, and its life: load + warmup off the loop at startup, drain on SIGTERM.
 
 Startup returns at once so the probes answer while the models load in a worker thread (`/readyz` is 503 until
-`pipeline.load()` and `pipeline.warmup()` have finished). Draining flips `/readyz` to 503, refuses new requests
-with 503 + Retry-After and waits (up to `drain_timeout_s`) for the requests in flight to finish.
+`pipeline.load()` and `pipeline.warmup()` have finished). Given an `attach` hook (the Ray ingress), the pipeline
+loads nothing itself: the hook attaches it to stages and an LLM that run elsewhere and returns their runner.
+Draining flips `/readyz` to 503, refuses new requests with 503 + Retry-After and waits (up to `drain_timeout_s`)
+for the requests in flight to finish.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engines.ingest.api import warmup as ingest_warmup
@@ -28,9 +31,14 @@ from xemo.settings import Settings
 log = logging.getLogger("xemo.server")
 
 
+# attach(pipeline, metrics) -> runner: makes an unloaded pipeline walk stages and an LLM hosted elsewhere.
+Attach = Callable[[Pipeline, Metrics], Awaitable[Any]]
+
+
 class ServerState:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, attach: Attach | None = None) -> None:
         self.settings = settings
+        self.attach = attach
         s = settings.server
         self.metrics = Metrics()
         self.admission = Admission(s.max_running, s.max_queue, s.retry_after_s, self.metrics)
@@ -43,7 +51,7 @@ class ServerState:
         self.jobs: JobQueue | None = build_job_queue(self)
         self.background: set[asyncio.Task] = set()  # fire-and-forget work (cache writes), held until it ends
         self.pipeline: Pipeline | None = None
-        self.runner: BatchingRunner | None = None
+        self.runner: Any = None  # BatchingRunner, or the attach hook's runner
         self.ready = False
         self.load_error: str | None = None
         self.load_seconds: float | None = None
@@ -63,13 +71,18 @@ class ServerState:
         t0 = time.perf_counter()
         try:
             pipeline = await asyncio.to_thread(build_pipeline, self.settings)
-            await asyncio.to_thread(pipeline.load)
-            await asyncio.to_thread(pipeline.warmup)
+            if self.attach is not None:
+                runner = await self.attach(pipeline, self.metrics)
+                await asyncio.to_thread(pipeline.warmup)
+            else:
+                await asyncio.to_thread(pipeline.load)
+                await asyncio.to_thread(pipeline.warmup)
+                runner = BatchingRunner(pipeline, self.settings.server, self.metrics)
             await asyncio.to_thread(ingest_warmup, self.settings.ingest)  # decoder workers started, not on request 1
             if self.result_cache is not None:
                 self.fingerprint = await asyncio.to_thread(settings_fingerprint, self.settings, pipeline.model)
             self.pipeline = pipeline
-            self.runner = BatchingRunner(pipeline, self.settings.server, self.metrics)
+            self.runner = runner
             self.runner.start()
             llm = getattr(pipeline, "llm", None)
             if llm is not None and callable(getattr(llm, "stats", None)):

@@ -182,6 +182,22 @@ class Metrics:
         for ev in ("submitted", "started", "taken_over", "done", "failed"):
             self.jobs_total.labels(event=ev)
 
+        # The Ray layout only (`xemo serve --ray`), as seen from this ingress replica.
+        self.ray_in_flight = Gauge(
+            "xemo_ray_calls_in_flight",
+            "Calls this ingress has made to a Ray deployment (stage or llm) and not yet had answered: queued in Ray "
+            "or running on a replica.",
+            ["deployment"],
+            registry=r,
+        )
+        self.ray_calls = Counter(
+            "xemo_ray_calls",
+            'Finished calls to Ray deployments by outcome (ok, replica_lost, backpressure) and, for ok stage calls, '
+            'the node that served them (its id\'s first 12 hex digits; "-" otherwise).',
+            ["deployment", "node", "outcome"],
+            registry=r,
+        )
+
     def watch_llm(self, stats: Callable[[], dict[str, Any]]) -> None:
         """Export the LLM backend's own continuous-batching counters (`stats()`) as `xemo_llm_<key>` gauges."""
         self.registry.register(_LLMStatsCollector(stats))

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -35,7 +35,7 @@ class ServerProcess:
                 full_env.pop(inherited, None)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xemo.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "xemo.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *(args or [])],
             cwd=ROOT,
             env=full_env,
             stdout=self._log,
@@ -61,11 +61,11 @@ class ServerProcess:
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(60)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
@@ -85,12 +85,13 @@ def read_reply(s: socket.socket, timeout: float = 10.0) -> bytes:
     return reply
 
 
-def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str]) -> ServerProcess:
+def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, env: dict[str, str],
+                 args: list[str] | None = None, ready_timeout: float = 240.0) -> ServerProcess:
     log = tmp_path_factory.mktemp("server") / f"{name}.log"
     for attempt in range(2):  # a free port can be taken by someone else between probing and binding: once more
-        srv = ServerProcess(env, log)
+        srv = ServerProcess(env, log, args)
         try:
-            srv.wait_ready()
+            srv.wait_ready(ready_timeout)
             return srv
         except RuntimeError:
             srv.stop()

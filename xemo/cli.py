@@ -84,11 +84,14 @@ def analyze(
 def serve(
     host: str | None = typer.Option(None, help="Overrides server.host."),
     port: int | None = typer.Option(None, help="Overrides server.port."),
+    use_ray: bool = typer.Option(
+        False, "--ray", help="Serve as a Ray Serve application (settings.ray; needs `pip install .[ray]`)."
+    ),
 ) -> None:
     """Start the HTTP server (REST, SSE, WebSocket, Prometheus metrics)."""
-    from xemo.commands.serve import run
+    from xemo.commands.serve import run, run_ray
 
-    sys.exit(run(settings(), host, port))
+    sys.exit((run_ray if use_ray else run)(settings(), host, port))
 
 
 @app.command("convert-checkpoint")

@@ -203,6 +203,56 @@ class JobsSettings(BaseModel):
     webhook_timeout_s: float = Field(5.0, gt=0)
 
 
+class RayDeploymentSettings(BaseModel):
+    """One Ray Serve deployment of `xemo serve --ray`: its replicas, autoscaling, backpressure and resources."""
+
+    num_replicas: int = Field(1, ge=1)  # fixed count, unless autoscaling is on
+    autoscaling: bool = False
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    # Backpressure: calls one replica runs at once, and calls each caller queues for the deployment beyond that
+    # (-1 = unbounded). A full queue is answered 503 with Retry-After.
+    max_ongoing_requests: int = Field(8, ge=1)
+    max_queued_requests: int = Field(-1, ge=-1)
+    # CPUs Ray reserves per replica (for placement only; it does not cap the threads). The defaults fit in 2 CPUs.
+    num_cpus: float = Field(0.25, ge=0)
+    # Custom Ray resources each replica needs. They pin it to the nodes that have them: a pinned replica is never
+    # moved off a lost node, so leave them empty (soft placement) unless that node is the head.
+    resources: dict[str, float] = Field(default_factory=dict)
+    max_batch_size: int = Field(8, ge=1)  # stage deployments: `@serve.batch` size (capped by the stage's own)
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
+
+
+def _ingress_defaults() -> RayDeploymentSettings:
+    # Every open SSE/WebSocket stream and every probe holds one of these; the app's own admission (max_running +
+    # max_queue) answers overload with 503 before Ray's limit is reached.
+    return RayDeploymentSettings(max_ongoing_requests=128, num_cpus=0.25)
+
+
+def _llm_defaults() -> RayDeploymentSettings:
+    # One replica takes many sequences at once: they share its continuous batch.
+    return RayDeploymentSettings(max_ongoing_requests=32, num_cpus=0.5)
+
+
+class RaySettings(BaseModel):
+    """`xemo serve --ray`: the Serve application over the same pipeline (server/ray_app.py)."""
+
+    address: str | None = None  # None: start a local Ray and stop it on exit; "auto" or HOST:PORT: join a cluster
+    num_cpus: float | None = None  # CPUs of the local Ray (None: all)
+    object_store_mb: int = Field(256, ge=64)  # local Ray only
+    app_name: str = "xemo"
+    ingress: RayDeploymentSettings = Field(default_factory=_ingress_defaults)
+    stage: RayDeploymentSettings = Field(default_factory=RayDeploymentSettings)  # every stage, unless in `stages`
+    stages: dict[str, RayDeploymentSettings] = Field(default_factory=dict)  # per stage name
+    llm: RayDeploymentSettings = Field(default_factory=_llm_defaults)
+    # The LLM has its process to itself, so its OpenMP threads may spin (ACTIVE) instead of sleeping at barriers.
+    llm_omp_wait_policy: Literal["ACTIVE", "PASSIVE"] = "ACTIVE"
+    # A stage call whose replica died is retried this many times (after retry_backoff_s, doubling), then 503.
+    stage_retries: int = Field(2, ge=0)
+    retry_backoff_s: float = Field(0.5, ge=0)
+
+
 class EvalSettings(BaseModel):
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "gpt-4o-mini"
@@ -227,6 +277,7 @@ class Settings(BaseSettings):
     export: ExportSettings = Field(default_factory=ExportSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: shared result cache, rate limits, async jobs
     redis: RedisSettings = Field(default_factory=RedisSettings)
     jobs: JobsSettings = Field(default_factory=JobsSettings)

@@ -85,18 +85,38 @@ class LitePipeline(Pipeline):
         self.model = "lite (not loaded)"
         self._priors: dict[tuple, dict[str, float]] = {}
 
-    def load(self) -> None:
+    stage_types: dict[str, type[Stage]] = {"visual": VisualStage, "audio": AudioStage}
+
+    def stage_names(self) -> list[str]:
+        return [*self.stage_types, *(["asr"] if self.settings.asr.enabled else [])]
+
+    def load_stage(self, name: str) -> Stage:
+        if name == "asr":
+            from engines.perception.asr import AsrStage
+
+            return AsrStage(self.settings.asr)
+        return self.stage_types[name](self.lite)
+
+    def load_llm(self) -> LLMBackend:
         from engines.llm import load_backend, smollm2_gguf_path
 
         path = Path(self.lite.llm) if self.lite.llm else smollm2_gguf_path()
-        self.llm = load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
-                                max_num_seqs=self.settings.server.max_num_seqs,
-                                prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk)
-        self.stages = {"visual": VisualStage(self.lite), "audio": AudioStage(self.lite)}
-        if self.settings.asr.enabled:
-            from engines.perception.asr import AsrStage
+        return load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
+                            max_num_seqs=self.settings.server.max_num_seqs,
+                            prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk)
 
-            self.stages["asr"] = AsrStage(self.settings.asr)
+    def load(self) -> None:
+        self.llm = self.load_llm()
+        self.stages = {name: self.load_stage(name) for name in self.stage_names()}
+        self._describe()
+
+    def attach(self, llm: LLMBackend) -> None:
+        self.llm = llm
+        self.stages = {}
+        self._describe()
+
+    def _describe(self) -> None:
+        assert self.llm is not None
         self.model = (f"xemo-lite: MediaPipe face mesh + FER mini-Xception | silero-vad + librosa prosody | "
                       f"VADER | {self.llm.name}")
 
@@ -163,7 +183,7 @@ class LitePipeline(Pipeline):
                 return None, None
             aud = await timed("audio", (clip.audio, clip.sample_rate))
             heard = None
-            if aud.speech_found and wants_asr(self.settings.asr, request.transcript, self.stages):
+            if aud.speech_found and wants_asr(self.settings.asr, request.transcript, self.stage_names()):
                 heard = await timed("asr", (clip.audio, clip.sample_rate))
             return aud, heard
 

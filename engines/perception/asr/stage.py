@@ -6,7 +6,7 @@ was heard replaces it whenever something was recognised. Otherwise the recognise
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection
 
 import numpy as np
 
@@ -35,8 +35,8 @@ class AsrStage(Stage):
         m.detect_language(features=np.full((m.model.n_mels, 3000), -1.5, np.float32))
 
 
-def wants_asr(settings: AsrSettings, client_text: str | None, stages: dict[str, Any]) -> bool:
-    """Whether the pipeline should run its ASR stage for this request."""
+def wants_asr(settings: AsrSettings, client_text: str | None, stages: Collection[str]) -> bool:
+    """Whether the pipeline should run its ASR stage (one of the pipeline's `stages` names) for this request."""
     return "asr" in stages and settings.enabled and (not (client_text or "").strip() or settings.always)
 
 
