@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.errors import XemoError
 from server import logging as xlog
-from server import probes, routes_analyze, routes_ws
+from server import probes, routes_analyze, routes_schemas, routes_ws
 from server.errors import http_error, to_api_error
 from server.lifecycle import ServerState
 from server.middleware import RequestContextMiddleware, request_id
+from xemo import schemas
 from xemo.settings import Settings, load_settings
 
 
@@ -45,6 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(probes.router)
     app.include_router(routes_analyze.router)
     app.include_router(routes_ws.router)
+    app.include_router(routes_schemas.router)
+    _publish_schemas(app)
 
     @app.exception_handler(XemoError)
     async def _xemo_error(request: Request, exc: XemoError) -> JSONResponse:
@@ -85,6 +88,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestContextMiddleware)  # outermost: sees every request first
     return app
+
+
+def _publish_schemas(app: FastAPI) -> None:
+    """`/openapi.json` as FastAPI builds it, plus every wire model of xemo/schemas.py under components.schemas
+    (the routes reference them by name)."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas.components())
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:
