@@ -4,8 +4,8 @@ Requests arrive at a constant rate whatever the server does (open loop: overload
 errors, not as a politely slower client). For each target concurrency c in --levels the arrival rate is
 c / S, where S is the unloaded end-to-end latency measured first (Little's law: c requests in flight on
 average when the server keeps up). Each level is bounded by --duration seconds and --max-requests requests,
-then waits for the stragglers (bounded too). Every request streams SSE from /v1/analyze, so the client sees
-the label and the first token as they happen. Only 127.0.0.1 is ever contacted.
+then waits for the stragglers (bounded too). Every request streams SSE from /v1/analyze through xemo.client,
+so the client sees the label and the first token as they happen. Only 127.0.0.1 is ever contacted.
 
 By default it starts its own two server processes (both stay up: they run the same code and each level runs
 on both back to back, so the machine's background load hits both alike), runs the same levels against both and
@@ -40,6 +40,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import media  # noqa: E402  (tests/media.py: real media made by ffmpeg and espeak-ng)
 from servers import ServerProcess  # noqa: E402  (tests/servers.py: a real `xemo serve` process)
 
+from xemo.client import ApiError, AsyncClient  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 # Only the batching knobs differ. On the 2-core CPU box the LLM's work is mostly prefill (compute-bound either
 # way); with 8 running requests and 8 LLM sequences, prefills interleaved with everyone's decode steps and most
@@ -72,38 +74,31 @@ TRANSCRIPTS = [
 ]
 
 
-async def one_request(client: httpx.AsyncClient, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
+async def one_request(client: AsyncClient, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
+    """One streamed analysis through xemo.client (no retries: an open-loop client counts refusals as errors)."""
     t0 = time.perf_counter()
     rec: dict[str, Any] = {"status": None}
     try:
-        async with client.stream(
-            "POST",
-            "/v1/analyze",
-            files={"video": ("clip.mp4", clip, "video/mp4")},
-            data={
-                "max_tokens": str(max_tokens),
-                "temperature": "0",
-                "stream": "true",
-                "transcript": f"{TRANSCRIPTS[i % len(TRANSCRIPTS)]} (take {next(_TAKES)})",
-            },
-        ) as r:
-            rec["status"] = r.status_code
-            if r.status_code != 200:
-                await r.aread()
-                return rec
-            event = None
-            async for line in r.aiter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                    now = time.perf_counter() - t0
-                    if event == "label":
-                        rec["label_s"] = now
-                    elif event == "token" and "ttft_s" not in rec:
-                        rec["ttft_s"] = now
-                    elif event == "done":
-                        rec["e2e_s"] = now
-                    elif event == "error":
-                        rec["status"] = "stream_error"
+        events = client.stream(
+            video=clip,
+            max_tokens=max_tokens,
+            temperature=0,
+            transcript=f"{TRANSCRIPTS[i % len(TRANSCRIPTS)]} (take {next(_TAKES)})",
+            raise_on_error=False,
+        )
+        async for ev in events:
+            rec["status"] = 200
+            now = time.perf_counter() - t0
+            if ev.type == "label":
+                rec["label_s"] = now
+            elif ev.type == "token" and "ttft_s" not in rec:
+                rec["ttft_s"] = now
+            elif ev.type == "done":
+                rec["e2e_s"] = now
+            elif ev.type == "error":
+                rec["status"] = "stream_error"
+    except ApiError as e:
+        rec["status"] = e.status or e.type
     except httpx.HTTPError as e:
         rec["status"] = type(e).__name__
     return rec
@@ -114,7 +109,7 @@ async def run_level(
 ) -> dict[str, Any]:
     n = max(1, min(max_requests, int(round(rate * duration))))
     limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(grace + duration), limits=limits) as client:
+    async with AsyncClient(url, timeout=grace + duration, max_retries=0, limits=limits) as client:
         t0 = time.perf_counter()
         tasks = []
         for i in range(n):  # constant arrival rate, independent of completions
@@ -122,7 +117,7 @@ async def run_level(
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one_request(client, clip, max_tokens, i)))
-        probe = asyncio.create_task(probe_latency(client))
+        probe = asyncio.create_task(probe_latency(client.http))
         done, pending = await asyncio.wait(tasks, timeout=grace)
         probe.cancel()
         probes = await asyncio.gather(probe, return_exceptions=True)
@@ -186,7 +181,7 @@ async def measure(urls: dict[str, str], clip: bytes, levels: list[int], args: ar
     every configuration sees exactly the same load."""
     out: dict[str, Any] = {}
     for name, url in urls.items():
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:  # warm-up + unloaded latency, one at a time
+        async with AsyncClient(url, timeout=120, max_retries=0) as c:  # warm-up + unloaded latency, one at a time
             single = [await one_request(c, clip, args.max_tokens, i) for i in range(3)]
         s = float(np.median([r["e2e_s"] for r in single[1:] if "e2e_s" in r] or [5.0]))
         out[name] = {"unloaded_e2e_s": round(s, 3), "levels": {}}

@@ -37,3 +37,13 @@ def generated() -> Published:
 
     return Published({"components": {"schemas": schemas.components()}},
                      {k: schemas.event_schema(k) for k in schemas.EVENT_MODELS})
+
+
+def fetch(base_url: str) -> Published:
+    """What a running server publishes: /openapi.json and each event schema listed under /v1/schemas/events."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=30) as c:
+        index = c.get("/v1/schemas/events").json()
+        events = {k: c.get(url).json() for k, url in index["events"].items()}
+        return Published(c.get("/openapi.json").json(), events)
