@@ -74,6 +74,8 @@ def _read(media: Media, what: str) -> tuple[str, bytes]:
 def _request(video: Media | None, audio: Media | None, transcript: str | None, labels: list[str] | str | None,
              max_tokens: int | None, temperature: float | None) -> tuple[dict[str, tuple[str, bytes]], dict[str, str]]:
     """The multipart files and text fields of one analysis (read once, so a retry sends the same bytes)."""
+    if video is None and audio is None and not (transcript or "").strip():
+        raise ValueError("nothing to analyse: give video, audio or transcript")
     files = {k: _read(m, k) for k, m in (("video", video), ("audio", audio)) if m is not None}
     data: dict[str, str] = {}
     if transcript is not None:
@@ -85,6 +87,11 @@ def _request(video: Media | None, audio: Media | None, transcript: str | None, l
     if temperature is not None:
         data["temperature"] = repr(float(temperature))
     return files, data
+
+
+def _multipart(files: dict[str, tuple[str, bytes]], data: dict[str, str]) -> dict[str, tuple[str | None, Any]]:
+    """Files and text fields as one multipart body (httpx would send fields alone url-encoded)."""
+    return {**files, **{k: (None, v) for k, v in data.items()}}
 
 
 def _options_frame(data: dict[str, str]) -> str:
@@ -203,7 +210,7 @@ class Client(_Base):
                 temperature: float | None = None, request_id: str | None = None) -> Answer:
         files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
         headers = {"X-Request-Id": request_id} if request_id else {}
-        r = self._send("POST", "/v1/analyze", files=files or None, data=data, headers=headers)
+        r = self._send("POST", "/v1/analyze", files=_multipart(files, data), headers=headers)
         return Answer.model_validate(r.json())
 
     def stream(self, video: Media | None = None, audio: Media | None = None, transcript: str | None = None,
@@ -212,7 +219,7 @@ class Client(_Base):
         """Typed events over SSE, the last a DoneEvent carrying the Answer. An error event raises ApiError
         (or, with raise_on_error=False, is yielded last)."""
         files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
-        r = self._send("POST", "/v1/analyze", stream=True, files=files or None, data={**data, "stream": "true"},
+        r = self._send("POST", "/v1/analyze", stream=True, files=_multipart(files, {**data, "stream": "true"}),
                        headers={"Accept": "text/event-stream"})
         yield from self._events(r, raise_on_error)
 
@@ -273,7 +280,7 @@ class Client(_Base):
                    temperature: float | None = None) -> JobAccepted:
         """`POST /v1/jobs`: the same form as analyze; answers at once with the job's id."""
         files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
-        return JobAccepted.model_validate(self._send("POST", "/v1/jobs", files=files or None, data=data).json())
+        return JobAccepted.model_validate(self._send("POST", "/v1/jobs", files=_multipart(files, data)).json())
 
     def job(self, job_id: str) -> JobStatus:
         """`GET /v1/jobs/{id}`: queued, running, done (with the answer) or failed (with the error)."""
@@ -360,15 +367,15 @@ class AsyncClient(_Base):
                       temperature: float | None = None, request_id: str | None = None) -> Answer:
         files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
         headers = {"X-Request-Id": request_id} if request_id else {}
-        r = await self._send("POST", "/v1/analyze", files=files or None, data=data, headers=headers)
+        r = await self._send("POST", "/v1/analyze", files=_multipart(files, data), headers=headers)
         return Answer.model_validate(r.json())
 
     async def stream(self, video: Media | None = None, audio: Media | None = None, transcript: str | None = None,
                      labels: list[str] | str | None = None, max_tokens: int | None = None,
                      temperature: float | None = None, raise_on_error: bool = True) -> AsyncIterator[Event]:
         files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
-        r = await self._send("POST", "/v1/analyze", stream=True, files=files or None,
-                             data={**data, "stream": "true"}, headers={"Accept": "text/event-stream"})
+        r = await self._send("POST", "/v1/analyze", stream=True, files=_multipart(files, {**data, "stream": "true"}),
+                             headers={"Accept": "text/event-stream"})
         async for ev in self._events(r, raise_on_error):
             yield ev
 
@@ -434,7 +441,7 @@ class AsyncClient(_Base):
                          transcript: str | None = None, labels: list[str] | str | None = None,
                          max_tokens: int | None = None, temperature: float | None = None) -> JobAccepted:
         files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
-        r = await self._send("POST", "/v1/jobs", files=files or None, data=data)
+        r = await self._send("POST", "/v1/jobs", files=_multipart(files, data))
         return JobAccepted.model_validate(r.json())
 
     async def job(self, job_id: str) -> JobStatus:

@@ -98,9 +98,11 @@ def test_async_client_analyze_stream_and_ws(server: ServerProcess, answer: schem
 
 
 def test_refusals_raise_api_error_or_end_the_stream_with_an_error_event(xemo: Client, server: ServerProcess) -> None:
+    with pytest.raises(ValueError, match="nothing to analyse"):
+        xemo.analyze()  # refused before sending (the server's 422 is in test_published_schemas.py)
     with pytest.raises(ApiError) as e:
-        xemo.analyze()
-    assert e.value.status == 422 and e.value.type == "invalid_request" and "'transcript'" in e.value.message
+        xemo.analyze(transcript=TEXT, labels="just-one")
+    assert e.value.status == 422 and e.value.type == "invalid_request" and e.value.message.startswith("labels:")
     with pytest.raises(ApiError) as e:
         list(xemo.stream(video=b"certainly not a video"))
     assert e.value.status == 415 and e.value.request_id
