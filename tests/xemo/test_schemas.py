@@ -88,6 +88,7 @@ def test_the_event_models_cover_every_dataclass_event() -> None:
 @pytest.mark.parametrize("ev", every_event(), ids=lambda e: e.type)
 def test_every_event_validates_and_round_trips_through_sse_and_the_client(ev: t.Event) -> None:
     d = t.event_to_dict(ev)
+    assert set(d) <= set(schemas.EVENT_MODELS[d["type"]].model_fields)  # declared, not let through as extras
     PUBLISHED.event(d)
     assert schemas.wire_event(d) == json.loads(json.dumps(d))  # what the server sends is what the pipeline made
     parser, got = SSEParser(), []
