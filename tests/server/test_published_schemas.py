@@ -46,6 +46,11 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
         yield c
 
 
+def fields(data: dict[str, str]) -> dict[str, tuple[None, str]]:
+    """Text fields as multipart parts (httpx sends `data=` alone url-encoded)."""
+    return {k: (None, v) for k, v in data.items()}
+
+
 def conforms(pub: wire.Published, method: str, path: str, r: httpx.Response) -> Any:
     """Validate `r` against the response documented for (method, path); return the parsed body."""
     responses = pub.openapi["paths"][path][method.lower()]["responses"]
@@ -119,7 +124,7 @@ def test_analyze_answers_and_errors_conform(published: wire.Published, client: h
 
 def test_a_transcript_alone_gives_a_label_verbal_cues_and_an_explanation(published: wire.Published,
                                                                           client: httpx.Client) -> None:
-    r = client.post("/v1/analyze", data={**FORM, "transcript": TEXT})
+    r = client.post("/v1/analyze", files=fields({**FORM, "transcript": TEXT}))
     a = conforms(published, "POST", "/v1/analyze", r)
     assert r.status_code == 200, r.text
     assert a["emotion"]["label"] in a["emotion"]["scores"]
@@ -137,7 +142,7 @@ def sse(client: httpx.Client, **form: Any) -> list[dict]:
 
 def test_every_sse_event_conforms(published: wire.Published, client: httpx.Client, testsrc_mp4: Path) -> None:
     for form in ({"files": {"video": ("c.mp4", testsrc_mp4.read_bytes())}, "data": {**FORM, "transcript": TEXT}},
-                 {"data": {**FORM, "transcript": TEXT}}):
+                 {"files": fields({**FORM, "transcript": TEXT})}):
         events = sse(client, **form)
         assert events[0]["type"] == "label" and events[-1]["type"] == "done"
         for ev in events:
