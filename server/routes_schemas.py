@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from server.middleware import request_id
@@ -52,7 +52,9 @@ async def event_index() -> dict[str, Any]:
         "4XX": ERROR_RESPONSE,
     },
 )
-async def event_schema(kind: str, request: Request) -> JSONResponse:
+async def event_schema(
+    request: Request, kind: str = Path(..., json_schema_extra={"enum": list(schemas.EVENT_MODELS)})
+) -> JSONResponse:
     if kind not in schemas.EVENT_MODELS:
         body = {"error": {"type": "not_found", "message": f"no event type {kind!r}; one of "
                           + ", ".join(schemas.EVENT_MODELS), "request_id": request_id(request)}}
