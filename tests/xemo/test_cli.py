@@ -93,10 +93,19 @@ def test_analyze_a_directory_or_glob_writes_jsonl_with_progress(tmp_path: Path, 
     assert [x["status"] for x in rows] == ["ok", "ok", "error"]
     assert rows[0]["answer"]["emotion"]["label"] and rows[2]["error"]["type"] == "unsupported_format"
     assert "analyse" in r.stderr and "3/3" in r.stderr  # the progress bar
-    r = xemo("analyze", str(d / "*.wav"), timeout=600)  # a quoted glob, JSONL on stdout
-    assert r.returncode == 0, r.stderr
-    (row,) = [json.loads(x) for x in r.stdout.splitlines()]
-    assert row["status"] == "ok" and Path(row["clip"]).name == "b.wav"
+
+
+def test_clips_from_paths_directories_and_globs(tmp_path: Path) -> None:
+    from xemo.commands.analyze import expand
+
+    for name in ("a.mp4", "b.wav", "c.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert expand([str(tmp_path / "a.mp4")]) == ([tmp_path / "a.mp4"], False)  # one clip: not a batch
+    assert expand([str(tmp_path)]) == ([tmp_path / "a.mp4", tmp_path / "b.wav"], True)  # media files only
+    assert expand([str(tmp_path / "*.wav")]) == ([tmp_path / "b.wav"], True)  # a quoted glob
+    assert expand([str(tmp_path / "a.mp4"), str(tmp_path / "b.wav")]) == ([tmp_path / "a.mp4", tmp_path / "b.wav"],
+                                                                          True)  # a glob the shell expanded
+    assert expand([str(tmp_path / "*.mkv")]) == ([], True)
 
 
 @pytest.mark.slow
