@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -52,6 +53,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import media  # noqa: E402  (tests/media.py: real media made by ffmpeg and espeak-ng)
 from servers import RedisProcess, ServerProcess  # noqa: E402  (tests/servers.py: real server / redis processes)
+
+from xemo.client import ApiError, AsyncClient  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # Only the batching knobs differ. On the 2-core CPU box the LLM's work is mostly prefill (compute-bound either
@@ -89,7 +92,6 @@ RAY_CONFIGS = {
     "ray": {**CONFIGS["tuned"], "XEMO_RAY__NUM_CPUS": "2", "XEMO_RAY__OBJECT_STORE_MB": "128"},
 }
 SERVE_ARGS = {"ray": ["--ray"]}
-_AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def make_clip(out_dir: Path) -> Path:
@@ -108,42 +110,40 @@ TRANSCRIPTS = [
 ]
 
 
-async def one_request(client: httpx.AsyncClient, base: str, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
+async def one_request(client: AsyncClient, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
+    """One streamed analysis through xemo.client (no retries: an open-loop client counts refusals as errors)."""
     t0 = time.perf_counter()
     rec: dict[str, Any] = {"status": None}
     try:
-        async with client.stream(
-            "POST",
-            base + "/v1/analyze",
-            headers=_AUTH,
-            files={"video": ("clip.mp4", clip, "video/mp4")},
-            data={
-                "max_tokens": str(max_tokens),
-                "temperature": "0",
-                "stream": "true",
-                "transcript": f"{TRANSCRIPTS[i % len(TRANSCRIPTS)]} (take {next(_TAKES)})",
-            },
-        ) as r:
-            rec["status"] = r.status_code
-            if r.status_code != 200:
-                await r.aread()
-                return rec
-            event = None
-            async for line in r.aiter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                    now = time.perf_counter() - t0
-                    if event == "label":
-                        rec["label_s"] = now
-                    elif event == "token" and "ttft_s" not in rec:
-                        rec["ttft_s"] = now
-                    elif event == "done":
-                        rec["e2e_s"] = now
-                    elif event == "error":
-                        rec["status"] = "stream_error"
+        events = client.stream(
+            video=clip,
+            max_tokens=max_tokens,
+            temperature=0,
+            transcript=f"{TRANSCRIPTS[i % len(TRANSCRIPTS)]} (take {next(_TAKES)})",
+            raise_on_error=False,
+        )
+        async for ev in events:
+            rec["status"] = 200
+            now = time.perf_counter() - t0
+            if ev.type == "label":
+                rec["label_s"] = now
+            elif ev.type == "token" and "ttft_s" not in rec:
+                rec["ttft_s"] = now
+            elif ev.type == "done":
+                rec["e2e_s"] = now
+            elif ev.type == "error":
+                rec["status"] = "stream_error"
+    except ApiError as e:
+        rec["status"] = e.status or e.type
     except httpx.HTTPError as e:
         rec["status"] = type(e).__name__
     return rec
+
+
+def clients(urls: list[str], timeout: float, limits: httpx.Limits | None = None) -> list[AsyncClient]:
+    """One client per server process (the benchmark's own round robin: no balancer here), all with the API key."""
+    extra = {"limits": limits} if limits is not None else {}
+    return [AsyncClient(u, api_key=KEY, timeout=timeout, max_retries=0, **extra) for u in urls]
 
 
 async def run_level(
@@ -152,15 +152,16 @@ async def run_level(
     """One level against one server, or round robin over several processes sharing Redis."""
     n = max(1, min(max_requests, int(round(rate * duration))))
     limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(grace + duration), limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        cs = [await stack.enter_async_context(c) for c in clients(urls, grace + duration, limits)]
         t0 = time.perf_counter()
         tasks = []
         for i in range(n):  # constant arrival rate, independent of completions
             delay = t0 + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one_request(client, urls[i % len(urls)], clip, max_tokens, i)))
-        probe = asyncio.create_task(probe_latency(client, urls[0]))
+            tasks.append(asyncio.create_task(one_request(cs[i % len(cs)], clip, max_tokens, i)))
+        probe = asyncio.create_task(probe_latency(cs[0].http))
         done, pending = await asyncio.wait(tasks, timeout=grace)
         probe.cancel()
         probes = await asyncio.gather(probe, return_exceptions=True)
@@ -174,13 +175,13 @@ async def run_level(
     return out
 
 
-async def probe_latency(client: httpx.AsyncClient, base: str, samples: list[float] | None = None) -> list[float]:
+async def probe_latency(client: httpx.AsyncClient, samples: list[float] | None = None) -> list[float]:
     """/livez round trips (ms) every 100 ms while the level runs: the event loop must stay responsive."""
     samples = [] if samples is None else samples
     try:
         while True:
             t = time.perf_counter()
-            await client.get(base + "/livez")
+            await client.get("/livez")
             samples.append(1000 * (time.perf_counter() - t))
             await asyncio.sleep(0.1)
     except asyncio.CancelledError:
@@ -226,10 +227,9 @@ async def measure(
     every configuration sees exactly the same load."""
     out: dict[str, Any] = {}
     for name, bases in urls.items():
-        async with httpx.AsyncClient(timeout=120) as c:  # warm-up (every process) + unloaded latency, one at a time
-            single = [
-                await one_request(c, bases[i % len(bases)], clip, args.max_tokens, i) for i in range(2 + len(bases))
-            ]
+        async with contextlib.AsyncExitStack() as stack:  # warm-up (every process) + unloaded latency, one at a time
+            cs = [await stack.enter_async_context(c) for c in clients(bases, 120)]
+            single = [await one_request(cs[i % len(cs)], clip, args.max_tokens, i) for i in range(2 + len(cs))]
         s = float(np.median([r["e2e_s"] for r in single[len(bases) :] if "e2e_s" in r] or [5.0]))
         out[name] = {"unloaded_e2e_s": round(s, 3), "levels": {}}
     service_s = out[next(iter(urls))]["unloaded_e2e_s"]
@@ -316,10 +316,12 @@ def compare_redis(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
 async def added_latency(base: str, other: str, clip: bytes, n: int, max_tokens: int) -> dict[str, Any]:
     """Sequential requests alternating between two servers; median per server and the difference (other - base)."""
     recs: dict[str, list[dict[str, Any]]] = {base: [], other: []}
-    async with httpx.AsyncClient(timeout=300) as c:
+    async with contextlib.AsyncExitStack() as stack:
+        cs = dict(zip((base, other), [await stack.enter_async_context(c) for c in clients([base, other], 300)],
+                      strict=True))
         for i in range(n):
             for url in (base, other) if i % 2 == 0 else (other, base):
-                recs[url].append(await one_request(c, url, clip, max_tokens, i))
+                recs[url].append(await one_request(cs[url], clip, max_tokens, i))
     out: dict[str, Any] = {"requests_each": n}
     for key in ("e2e_s", "label_s", "ttft_s"):
         med = {u: float(np.median(v)) if (v := [r[key] for r in rs if key in r]) else None for u, rs in recs.items()}

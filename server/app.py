@@ -17,10 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.errors import XemoError
 from server import logging as xlog
-from server import probes, routes_analyze, routes_jobs, routes_ws
+from server import probes, routes_analyze, routes_jobs, routes_schemas, routes_ws
 from server.errors import http_error, to_api_error
 from server.lifecycle import Attach, ServerState
 from server.middleware import RequestContextMiddleware, request_id
+from xemo import schemas
 from xemo.settings import Settings, load_settings
 
 
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None, attach: Attach | None = None) -
     app.include_router(routes_ws.router)
     if state.jobs is not None:  # async jobs need Redis; without it the routes do not exist
         app.include_router(routes_jobs.router)
+    app.include_router(routes_schemas.router)
+    _publish_schemas(app)
 
     @app.exception_handler(XemoError)
     async def _xemo_error(request: Request, exc: XemoError) -> JSONResponse:
@@ -88,6 +91,22 @@ def create_app(settings: Settings | None = None, attach: Attach | None = None) -
         )
     app.add_middleware(RequestContextMiddleware)  # outermost: sees every request first
     return app
+
+
+def _publish_schemas(app: FastAPI) -> None:
+    """`/openapi.json` as FastAPI builds it, plus every wire model of xemo/schemas.py under components.schemas
+    (the routes reference them by name)."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas.components())
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:

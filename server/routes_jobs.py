@@ -10,46 +10,26 @@ returns the job the same key and request made before; the same key with a differ
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 
 from server.errors import ApiError, InvalidField, UploadTimeout, http_error, to_api_error
 from server.job_queue import JobQueue
 from server.jobs import parse_options
 from server.lifecycle import ServerState
 from server.middleware import request_id
-from server.routes_analyze import _FORM_SCHEMA, error_response
+from server.routes_analyze import _form_schema, error_response
 from server.sse import EventStreamResponse
 from server.uploads import UploadLimits, check_content_length, read_multipart
+from xemo.schemas import JobAccepted, JobStatus
 
 router = APIRouter()
 
 
-class JobCreated(BaseModel):
-    id: str
-    status_url: str
-
-
-class JobError(BaseModel):
-    type: str
-    message: str
-
-
-class JobStatus(BaseModel):
-    id: str
-    status: Literal["queued", "running", "done", "failed"]
-    attempts: int  # times a process started it (more than 1: it was taken over from a process that stopped)
-    created_at: float  # unix seconds
-    updated_at: float
-    answer: dict[str, Any] | None = None  # the /v1/analyze answer, once done
-    error: JobError | None = None  # once failed
-
-
 def _job_form() -> dict[str, Any]:
-    schema = _FORM_SCHEMA["requestBody"]["content"]["multipart/form-data"]["schema"]
+    schema = _form_schema()
     props = {k: v for k, v in schema["properties"].items() if k != "stream"}
     props["callback_url"] = {
         "type": "string",
@@ -97,7 +77,7 @@ def _idempotency_key(request: Request) -> str | None:
     "/v1/jobs",
     summary="Queue one clip for analysis; poll or follow the job",
     status_code=202,
-    response_model=JobCreated,
+    response_model=JobAccepted,
     responses=_ERRORS,
     openapi_extra=_job_form(),
 )
