@@ -12,6 +12,11 @@ and int8 on the same weights dequantized):
   small at these context lengths).
 
     .venv/bin/python bench/llm.py            # writes bench/results/llm.json and prints a table
+
+`--builds portable,avx2,native-noamx,native` instead compares llama.cpp builds on this machine (what
+portability costs): each flag set of tools/llama_cpp_wheel.py is built once into the wheelhouse, installed into
+a folder of its own, checked by the preflight (a build that crashes here is recorded as such, not run), then
+this script runs on it for llama_cpp Q4_1 alone; the table goes to bench/results/llm_builds.json.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -171,8 +177,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="decode runs per level; the fastest is kept (shared cores)")
     ap.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "xemo-llm-cache")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "llm.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/llm.json (llm_builds.json)")
+    ap.add_argument("--builds", default=None, help="compare llama.cpp builds, e.g. portable,avx2,native-noamx,native")
     args = ap.parse_args()
+    if args.builds:
+        compare_builds(args)
+        return
+    args.out = args.out or ROOT / "bench" / "results" / "llm.json"
     conc = [int(x) for x in args.concurrency.split(",")]
     gguf = smollm2_gguf_path()
 
@@ -233,6 +244,67 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
     print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+def compare_builds(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT / "tools"))
+    import llama_cpp_wheel
+
+    from engines.llm.preflight import PreflightFailed, run_preflight
+
+    out = args.out or ROOT / "bench" / "results" / "llm_builds.json"
+    wheelhouse = llama_cpp_wheel.default_wheelhouse()
+    rows = []
+    for name in args.builds.split(","):
+        wheel_dir = llama_cpp_wheel.build(name, wheelhouse, sys.executable)
+        target = wheel_dir / "site"
+        if not target.is_dir():
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                            str(target), "--find-links", str(wheel_dir), "llama-cpp-python"], check=True)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])}
+        row = {"build": name, "cmake": json.loads((wheel_dir / "build.json").read_text())["cmake"]}
+        try:
+            pre = run_preflight(smollm2_gguf_path(), env=env)
+        except PreflightFailed as e:
+            rows.append({**row, "runs": False, "preflight": str(e)})
+            print(f"  {name}: does not run here", file=sys.stderr, flush=True)
+            continue
+        tmp = Path(tempfile.mkdtemp()) / "llm.json"
+        subprocess.run([sys.executable, __file__, "--configs", "llama_cpp:none", "--concurrency", args.concurrency,
+                        "--steps", str(args.steps), "--repeats", str(args.repeats), "--threads", str(args.threads),
+                        "--out", str(tmp)], check=True, env=env, stdout=subprocess.DEVNULL)
+        run = json.loads(tmp.read_text())["runs"][0]
+        rows.append({**row, "runs": True, "cpu_variant": pre.variant, "system_info": pre.system_info,
+                     "prefill_tok_s": run["prefill"]["tokens_per_s"],
+                     "decode": {d["concurrent"]: d["aggregate_tok_s"] for d in run["decode"]}})
+    result = {"model": smollm2_gguf_path().name,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": args.threads,
+                          "cpu": _cpu(), "load_avg_at_start": os.getloadavg()[0]},
+              "builds": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(builds_table(result))
+
+
+def _cpu() -> dict:
+    from engines.llm.llama_cpp_lib import cpu_flags, cpu_model
+
+    return {"model": cpu_model(), "kernel_flags": cpu_flags()}
+
+
+def builds_table(r: dict) -> str:
+    conc = sorted({int(k) for b in r["builds"] if b["runs"] for k in b["decode"]})
+    lines = [f"{r['machine']['cpu']['model']}; flags: {' '.join(r['machine']['cpu']['kernel_flags'])}; "
+             f"load average at start {r['machine']['load_avg_at_start']:.1f}",
+             "| build | CPU variant | prefill tok/s | " + " | ".join(f"decode tok/s n={n}" for n in conc) + " |",
+             "|---|---|---|" + "---|" * len(conc)]
+    for b in r["builds"]:
+        if not b["runs"]:
+            lines.append(f"| {b['build']} | crashes here (preflight) | | " + "| " * len(conc))
+            continue
+        dec = " | ".join(str(b["decode"].get(str(n), b["decode"].get(n, ""))) for n in conc)
+        lines.append(f"| {b['build']} | {b['cpu_variant'] or 'linked'} | {b['prefill_tok_s']} | {dec} |")
+    return "\n".join(lines)
 
 
 def table(r: dict) -> str:

@@ -1,4 +1,5 @@
-"""Open-loop load benchmark of the server: unbatched (max_batch_size=1, max_num_seqs=1) vs. tuned batching.
+"""Open-loop load benchmark of the server: unbatched vs. tuned batching, one process vs. two sharing Redis, or one
+process vs. the Ray app.
 
 Requests arrive at a constant rate whatever the server does (open loop: overload shows up as latency and
 errors, not as a politely slower client). For each target concurrency c in --levels the arrival rate is
@@ -7,23 +8,36 @@ average when the server keeps up). Each level is bounded by --duration seconds a
 then waits for the stragglers (bounded too). Every request streams SSE from /v1/analyze, so the client sees
 the label and the first token as they happen. Only 127.0.0.1 is ever contacted.
 
-By default it starts its own two server processes (both stay up: they run the same code and each level runs
-on both back to back, so the machine's background load hits both alike), runs the same levels against both and
-writes both and their ratio to bench/results/load.json. Every request's transcript differs, so the LLM's prefix
-cache helps only with the shared instructions, as in real traffic. With --url it measures one already running
-server instead (no ratio).
+`--compare batching` (the default) starts two server processes, unbatched (max_batch_size=1, max_num_seqs=1)
+and tuned batching; both stay up (they run the same code and each level runs on both back to back, so the
+machine's background load hits both alike), runs the same levels against both and writes both and their ratio
+to bench/results/load.json. `--compare redis` runs the tuned configuration as one process (in-process cache and
+limits) and as two processes sharing a private redis-server (result cache, rate limits and job state in Redis),
+the requests alternating between the two (client-side round robin: no balancer here), and writes
+bench/results/load_redis.json. Both use an API key with a limit far above the load, so every request pays the
+limit check and the cache lookup of its configuration. Every request's transcript differs, so the LLM's prefix
+cache helps only with the shared instructions and the result cache never hits, as in real traffic.
+`--compare ray` runs the tuned single process and `xemo serve --ray` (its own local Ray, the same knobs) and also
+measures Ray's added latency per request at concurrency 1: sequential requests alternating between the two,
+median of each, the difference (bench/results/load_ray.json). With --url it measures one already running server
+instead (no ratio).
 
     .venv/bin/python bench/load.py                      # about 10 minutes on 2 cores
     .venv/bin/python bench/load.py --levels 1,4 --duration 15
+    .venv/bin/python bench/load.py --compare redis --levels 1,2,4
+    .venv/bin/python bench/load.py --compare ray --levels 1,2
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib.util
 import itertools
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -38,7 +52,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import media  # noqa: E402  (tests/media.py: real media made by ffmpeg and espeak-ng)
-from servers import ServerProcess  # noqa: E402  (tests/servers.py: a real `xemo serve` process)
+from servers import RedisProcess, ServerProcess  # noqa: E402  (tests/servers.py: real server / redis processes)
+
+from xemo.client import ApiError, AsyncClient  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 # Only the batching knobs differ. On the 2-core CPU box the LLM's work is mostly prefill (compute-bound either
@@ -54,6 +70,28 @@ CONFIGS = {
         "XEMO_SERVER__MAX_QUEUE_DELAY_MS": "0",
     },
 }
+
+KEY = "bench-key"
+# An API key whose limit the benchmark never reaches, and the cache on: only where they live differs.
+SHARED_STATE = {
+    "XEMO_SERVER__API_KEYS": f'["{KEY}"]',
+    "XEMO_SERVER__RATE_LIMIT_PER_S": "10000",
+    "XEMO_SERVER__RATE_LIMIT_BURST": "10000",
+    "XEMO_SERVER__RESULT_CACHE_ENTRIES": "256",
+}
+REDIS_CONFIGS = {
+    "one_process": {**CONFIGS["tuned"], **SHARED_STATE},
+    "two_processes_redis": {**CONFIGS["tuned"], **SHARED_STATE},
+}
+PROCESSES = {"one_process": 1, "two_processes_redis": 2}
+# The Ray app with the tuned knobs: ingress, one replica per stage, the LLM in its own process. Its OpenMP
+# threads wait passively here as in the single process (--ray-omp ACTIVE to measure spinning): on a shared box an
+# ACTIVE LLM keeps its threads spinning even between requests, which slows every other process.
+RAY_CONFIGS = {
+    "tuned": CONFIGS["tuned"],
+    "ray": {**CONFIGS["tuned"], "XEMO_RAY__NUM_CPUS": "2", "XEMO_RAY__OBJECT_STORE_MB": "128"},
+}
+SERVE_ARGS = {"ray": ["--ray"]}
 
 
 def make_clip(out_dir: Path) -> Path:
@@ -72,57 +110,58 @@ TRANSCRIPTS = [
 ]
 
 
-async def one_request(client: httpx.AsyncClient, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
+async def one_request(client: AsyncClient, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
+    """One streamed analysis through xemo.client (no retries: an open-loop client counts refusals as errors)."""
     t0 = time.perf_counter()
     rec: dict[str, Any] = {"status": None}
     try:
-        async with client.stream(
-            "POST",
-            "/v1/analyze",
-            files={"video": ("clip.mp4", clip, "video/mp4")},
-            data={
-                "max_tokens": str(max_tokens),
-                "temperature": "0",
-                "stream": "true",
-                "transcript": f"{TRANSCRIPTS[i % len(TRANSCRIPTS)]} (take {next(_TAKES)})",
-            },
-        ) as r:
-            rec["status"] = r.status_code
-            if r.status_code != 200:
-                await r.aread()
-                return rec
-            event = None
-            async for line in r.aiter_lines():
-                if line.startswith("event: "):
-                    event = line[7:]
-                    now = time.perf_counter() - t0
-                    if event == "label":
-                        rec["label_s"] = now
-                    elif event == "token" and "ttft_s" not in rec:
-                        rec["ttft_s"] = now
-                    elif event == "done":
-                        rec["e2e_s"] = now
-                    elif event == "error":
-                        rec["status"] = "stream_error"
+        events = client.stream(
+            video=clip,
+            max_tokens=max_tokens,
+            temperature=0,
+            transcript=f"{TRANSCRIPTS[i % len(TRANSCRIPTS)]} (take {next(_TAKES)})",
+            raise_on_error=False,
+        )
+        async for ev in events:
+            rec["status"] = 200
+            now = time.perf_counter() - t0
+            if ev.type == "label":
+                rec["label_s"] = now
+            elif ev.type == "token" and "ttft_s" not in rec:
+                rec["ttft_s"] = now
+            elif ev.type == "done":
+                rec["e2e_s"] = now
+            elif ev.type == "error":
+                rec["status"] = "stream_error"
+    except ApiError as e:
+        rec["status"] = e.status or e.type
     except httpx.HTTPError as e:
         rec["status"] = type(e).__name__
     return rec
 
 
+def clients(urls: list[str], timeout: float, limits: httpx.Limits | None = None) -> list[AsyncClient]:
+    """One client per server process (the benchmark's own round robin: no balancer here), all with the API key."""
+    extra = {"limits": limits} if limits is not None else {}
+    return [AsyncClient(u, api_key=KEY, timeout=timeout, max_retries=0, **extra) for u in urls]
+
+
 async def run_level(
-    url: str, clip: bytes, rate: float, duration: float, max_requests: int, max_tokens: int, grace: float
+    urls: list[str], clip: bytes, rate: float, duration: float, max_requests: int, max_tokens: int, grace: float
 ) -> dict[str, Any]:
+    """One level against one server, or round robin over several processes sharing Redis."""
     n = max(1, min(max_requests, int(round(rate * duration))))
     limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(grace + duration), limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        cs = [await stack.enter_async_context(c) for c in clients(urls, grace + duration, limits)]
         t0 = time.perf_counter()
         tasks = []
         for i in range(n):  # constant arrival rate, independent of completions
             delay = t0 + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one_request(client, clip, max_tokens, i)))
-        probe = asyncio.create_task(probe_latency(client))
+            tasks.append(asyncio.create_task(one_request(cs[i % len(cs)], clip, max_tokens, i)))
+        probe = asyncio.create_task(probe_latency(cs[0].http))
         done, pending = await asyncio.wait(tasks, timeout=grace)
         probe.cancel()
         probes = await asyncio.gather(probe, return_exceptions=True)
@@ -179,32 +218,35 @@ def summarize(recs: list[dict[str, Any]], wall: float, rate: float) -> dict[str,
     }
 
 
-async def measure(urls: dict[str, str], clip: bytes, levels: list[int], args: argparse.Namespace) -> dict[str, Any]:
+async def measure(
+    urls: dict[str, list[str]], clip: bytes, levels: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
     """Warm every server up, then run each level on each server back to back (same code, same machine state).
 
     The arrival rate of level c is c / S, with S the unloaded latency of the first server (the baseline), so
     every configuration sees exactly the same load."""
     out: dict[str, Any] = {}
-    for name, url in urls.items():
-        async with httpx.AsyncClient(base_url=url, timeout=120) as c:  # warm-up + unloaded latency, one at a time
-            single = [await one_request(c, clip, args.max_tokens, i) for i in range(3)]
-        s = float(np.median([r["e2e_s"] for r in single[1:] if "e2e_s" in r] or [5.0]))
+    for name, bases in urls.items():
+        async with contextlib.AsyncExitStack() as stack:  # warm-up (every process) + unloaded latency, one at a time
+            cs = [await stack.enter_async_context(c) for c in clients(bases, 120)]
+            single = [await one_request(cs[i % len(cs)], clip, args.max_tokens, i) for i in range(2 + len(cs))]
+        s = float(np.median([r["e2e_s"] for r in single[len(bases) :] if "e2e_s" in r] or [5.0]))
         out[name] = {"unloaded_e2e_s": round(s, 3), "levels": {}}
     service_s = out[next(iter(urls))]["unloaded_e2e_s"]
     for c in levels:
         rate = c / service_s
-        for name, url in urls.items():
-            res = await run_level(url, clip, rate, args.duration, args.max_requests, args.max_tokens, args.grace)
+        for name, bases in urls.items():
+            res = await run_level(bases, clip, rate, args.duration, args.max_requests, args.max_tokens, args.grace)
             out[name]["levels"][str(c)] = res
             print(
-                f"  {name:<9} c={c:<2} rate={rate:.2f}/s sent={res['sent']} ok={res['ok']} errors={res['errors']} "
+                f"  {name:<19} c={c:<2} rate={rate:.2f}/s sent={res['sent']} ok={res['ok']} errors={res['errors']} "
                 f"thr={res['throughput_per_s']}/s e2e p50/p95={res['e2e_s']['p50']}/{res['e2e_s']['p95']} "
                 f"ttft p50={res['ttft_s']['p50']} label p50={res['time_to_label_s']['p50']}",
                 flush=True,
             )
-    for name, url in urls.items():
-        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-            out[name]["mean_batch_size"] = mean_batch_sizes((await c.get("/metrics")).text)
+    for name, bases in urls.items():
+        async with httpx.AsyncClient(timeout=30) as c:
+            out[name]["mean_batch_size"] = mean_batch_sizes((await c.get(bases[0] + "/metrics")).text)
         print(f"  {name}: mean batch size per stage: {out[name]['mean_batch_size']}", flush=True)
     return out
 
@@ -245,7 +287,7 @@ def table(results: dict[str, Any]) -> str:
         "| label p50 | label p95 | livez p99 ms |",
         "|" + "---|" * 14,
     ]
-    for name in ("unbatched", "tuned", "server"):
+    for name in ("unbatched", "tuned", *REDIS_CONFIGS, "ray", "server"):
         if name not in results:
             continue
         for c, r in results[name]["levels"].items():
@@ -258,6 +300,59 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def compare_redis(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for c, t in two["levels"].items():
+        o = one["levels"][c]
+        out[c] = {
+            "throughput_two_over_one": ratio(t["throughput_per_s"], o["throughput_per_s"]),
+            "e2e_p50_two_over_one": ratio(t["e2e_s"]["p50"], o["e2e_s"]["p50"]),
+            "e2e_p95_two_over_one": ratio(t["e2e_s"]["p95"], o["e2e_s"]["p95"]),
+            "ttft_p50_two_over_one": ratio(t["ttft_s"]["p50"], o["ttft_s"]["p50"]),
+        }
+    return out
+
+
+async def added_latency(base: str, other: str, clip: bytes, n: int, max_tokens: int) -> dict[str, Any]:
+    """Sequential requests alternating between two servers; median per server and the difference (other - base)."""
+    recs: dict[str, list[dict[str, Any]]] = {base: [], other: []}
+    async with contextlib.AsyncExitStack() as stack:
+        cs = dict(zip((base, other), [await stack.enter_async_context(c) for c in clients([base, other], 300)],
+                      strict=True))
+        for i in range(n):
+            for url in (base, other) if i % 2 == 0 else (other, base):
+                recs[url].append(await one_request(cs[url], clip, max_tokens, i))
+    out: dict[str, Any] = {"requests_each": n}
+    for key in ("e2e_s", "label_s", "ttft_s"):
+        med = {u: float(np.median(v)) if (v := [r[key] for r in rs if key in r]) else None for u, rs in recs.items()}
+        out[key] = {"single_process": med[base], "ray": med[other],
+                    "added": round(med[other] - med[base], 4) if None not in med.values() else None}
+    return out
+
+
+def start_servers(
+    configs: dict[str, dict[str, str]], tmp: Path, redis_url: str | None, servers: dict[str, list[ServerProcess]]
+) -> None:
+    """Start every configuration's processes into `servers` (filled as they start, so the caller stops them all
+    whatever fails), then wait until each is ready."""
+    for name, env in configs.items():
+        n = PROCESSES.get(name, 1)
+        if n > 1:
+            assert redis_url is not None
+            env = {**env, "XEMO_REDIS_URL": redis_url, "XEMO_REDIS__KEY_PREFIX": f"bench-{os.getpid()}"}
+        print(f"{name}: starting {n} server process(es)", flush=True)
+        if name == "ray":
+            env = {**env, "RAY_TMPDIR": tempfile.mkdtemp(prefix="xray", dir="/tmp")}
+        servers[name] = [ServerProcess(env, tmp / f"{name}-{i}.log", SERVE_ARGS.get(name)) for i in range(n)]
+    for procs in servers.values():
+        for p in procs:
+            p.wait_ready(timeout=1200)  # several loading at once on a loaded box
+
+
+def _interrupt(sig: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="measure this running server (127.0.0.1 only) instead of starting two")
@@ -266,17 +361,29 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=40, help="cap on requests per level")
     ap.add_argument("--grace", type=float, default=80.0, help="max seconds to wait for a level to finish")
     ap.add_argument("--max-tokens", type=int, default=24)
-    ap.add_argument("--out", type=Path, default=RESULTS / "load.json")
+    ap.add_argument("--compare", choices=("batching", "redis", "ray"), default="batching")
+    ap.add_argument("--out", type=Path, help="default bench/results/load.json (load_<compare>.json otherwise)")
+    ap.add_argument("--ray-latency-requests", type=int, default=8, help="per server, for Ray's added latency")
+    ap.add_argument("--ray-omp", default="PASSIVE", choices=["PASSIVE", "ACTIVE"], help="the LLM replica's policy")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # so the servers started here are stopped too
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    configs = {"batching": CONFIGS, "redis": REDIS_CONFIGS, "ray": RAY_CONFIGS}[args.compare]
+    if args.compare == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise SystemExit("ray is not installed: pip install '.[ray]'")
+        configs = {**configs, "ray": {**configs["ray"], "XEMO_RAY__LLM_OMP_WAIT_POLICY": args.ray_omp}}
+    args.out = args.out or RESULTS / ("load.json" if args.compare == "batching" else f"load_{args.compare}.json")
     results: dict[str, Any] = {
         "settings": {
             "levels": levels,
             "duration_s": args.duration,
             "max_requests": args.max_requests,
             "max_tokens": args.max_tokens,
-            "configs": CONFIGS,
+            "configs": configs,
+            "processes": {n: PROCESSES.get(n, 1) for n in configs},
             "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
         }
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -284,21 +391,30 @@ def main() -> int:
         if args.url:
             if urlparse(args.url).hostname not in ("127.0.0.1", "localhost"):
                 raise SystemExit("only 127.0.0.1 may be benchmarked")
-            results.update(asyncio.run(measure({"server": args.url}, clip, levels, args)))
+            results.update(asyncio.run(measure({"server": [args.url]}, clip, levels, args)))
         else:
-            # Both servers run for the whole benchmark (an idle one costs no CPU): they load the same code,
-            # even in a working tree that changes meanwhile, and each level runs on both back to back.
-            servers: dict[str, ServerProcess] = {}
+            # All servers run for the whole benchmark (an idle one costs no CPU): they load the same code,
+            # even in a working tree that changes meanwhile, and each level runs on all back to back.
+            redis = RedisProcess(Path(tmp) / "redis.log") if args.compare == "redis" else None
+            servers: dict[str, list[ServerProcess]] = {}
             try:
-                for name, env in CONFIGS.items():
-                    print(f"{name}: starting server ({env})", flush=True)
-                    servers[name] = ServerProcess(env, Path(tmp) / f"{name}.log")
-                    servers[name].wait_ready()
-                results.update(asyncio.run(measure({n: s.url for n, s in servers.items()}, clip, levels, args)))
+                start_servers(configs, Path(tmp), redis.url if redis else None, servers)
+                urls = {n: [p.url for p in procs] for n, procs in servers.items()}
+                results.update(asyncio.run(measure(urls, clip, levels, args)))
+                if args.compare == "ray":
+                    results["ray_added_latency_c1"] = asyncio.run(added_latency(
+                        urls["tuned"][0], urls["ray"][0], clip, args.ray_latency_requests, args.max_tokens))
             finally:
-                for srv in servers.values():
-                    srv.stop()
-            results["ratio"] = compare(results["unbatched"], results["tuned"])
+                for procs in servers.values():
+                    for srv in procs:
+                        srv.stop(90)
+                if redis is not None:
+                    redis.stop()
+            if args.compare == "batching":
+                results["ratio"] = compare(results["unbatched"], results["tuned"])
+            elif args.compare == "redis":
+                results["ratio"] = compare_redis(results["one_process"], results["two_processes_redis"])
+        results["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))

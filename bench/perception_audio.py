@@ -4,12 +4,16 @@ Builds a 10 s clip with espeak-ng (the loud/high/fast sentence, then the soft/lo
 offline-components.md) and uses the shared sample if present. Prints medians over runs after a warm-up and
 writes bench/results/perception_audio.json.
 
-    .venv/bin/python bench/perception_audio.py [--runs 7]
+`--real-clips` instead reports what perception finds on the real clips (the shared sample and the dev clips,
+ingested like a request, with their transcripts where known): speech found (by detection, and after reconciling
+with the transcript), auditory and verbal cues per clip, unresolved opposite pairs. It writes
+bench/results/perception_audio_real_clips.json.
+
+    .venv/bin/python bench/perception_audio.py [--runs 7] [--real-clips [--samples DIR]]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,11 +30,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import media  # noqa: E402
+import real_clips  # noqa: E402
 
 from engines.perception.audio import AudioPerceiver, prosody  # noqa: E402
 from engines.perception.audio.cues import vocal_cues  # noqa: E402
 from engines.perception.audio.laughter import laughter_bursts  # noqa: E402
+from engines.perception.audio.reconcile import reconcile_speech  # noqa: E402
 from engines.perception.audio.voice_quality import voice_quality_features  # noqa: E402
+from engines.perception.opposites import unresolved_opposites  # noqa: E402
 from engines.perception.verbal import verbal_cues  # noqa: E402
 from xemo.settings import LiteSettings  # noqa: E402
 
@@ -83,10 +90,38 @@ def stages(p: AudioPerceiver, x: np.ndarray, runs: int) -> dict[str, dict[str, f
     return out
 
 
+def real_clip_cues(root: Path) -> dict:
+    """Speech found and auditory / verbal cues per real clip, as the lite pipeline's stages report them."""
+    p = AudioPerceiver(LiteSettings())
+    out: dict = {"host": platform.node(), "cpus": os.cpu_count(), "clips": {}}
+    for rc, clip in real_clips.clips(root):
+        res = p.perceive(clip.audio, clip.sample_rate) if clip.audio is not None else None
+        reconciled = reconcile_speech(res, rc.transcript)
+        verbal = verbal_cues(rc.transcript).cues
+        cues = reconciled.cues if reconciled else []
+        out["clips"][rc.id] = {
+            "seconds": round(clip.duration_s, 2), "transcript": bool(rc.transcript),
+            "speech_detected": bool(res and res.speech_found),
+            "speech_found": bool(reconciled and reconciled.speech_found),
+            "speech_source": getattr(reconciled, "speech_source", None),
+            "auditory_cues": len(cues), "verbal_cues": len(verbal),
+            "unresolved_opposites": len(unresolved_opposites(cues)) + len(unresolved_opposites(verbal)),
+            "summary": reconciled.summary if reconciled else "no audio track",
+            # the transcripts are research-only text: the quote cue is kept out of the committed JSON
+            "cue_texts": [f"{c.text} [{c.start}-{c.end}] {c.strength}" for c in cues]
+            + [c.text for c in verbal if not c.text.startswith("says:")],
+        }
+    for cid, row in out["clips"].items():
+        print(f"{cid:22s} transcript={row['transcript']!s:5s} detected={row['speech_detected']!s:5s} "
+              f"speech={row['speech_found']!s:5s} auditory={row['auditory_cues']:2d} verbal={row['verbal_cues']:2d} "
+              f"unresolved={row['unresolved_opposites']}")
+    return out
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=7)
-    args = ap.parse_args()
+    args = real_clips.parse_args("report cues", "perception_audio_real_clips", real_clip_cues)
+    if args is None:
+        return
 
     t = time.perf_counter()
     p = AudioPerceiver(LiteSettings())

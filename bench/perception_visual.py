@@ -4,12 +4,15 @@ Uses the astronaut face clip (made by ffmpeg) and, if present, the shared sample
 sampling) and a 4 fps timeline. Prints medians over runs after a warm-up and writes
 bench/results/perception_visual.json.
 
-    .venv/bin/python bench/perception_visual.py [--runs 7]
+`--real-clips` instead counts what perception reports on the real clips (the shared sample and the dev clips,
+ingested and thinned like a lite request): visual cues per clip, unresolved opposite pairs, face found. It writes
+bench/results/perception_visual_real_clips.json.
+
+    .venv/bin/python bench/perception_visual.py [--runs 7] [--real-clips [--samples DIR]]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -25,7 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import media  # noqa: E402
+import real_clips  # noqa: E402
 
+from engines.perception.opposites import unresolved_opposites  # noqa: E402
 from engines.perception.visual import VisualPerceiver  # noqa: E402
 from engines.perception.visual.fer import FerClassifier, face_crops  # noqa: E402
 from xemo.settings import LiteSettings  # noqa: E402
@@ -58,10 +63,37 @@ def median_ms(fn, runs: int) -> float:  # noqa: ANN001
     return round(statistics.median(out), 2)
 
 
+def real_clip_cues(root: Path) -> dict:
+    """Visual cues per real clip, as the lite pipeline's visual stage reports them."""
+    lite = LiteSettings()
+    p = VisualPerceiver(lite)
+    out: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "clips": {}}
+    try:
+        for rc, clip in real_clips.clips(root):
+            row: dict = {"seconds": round(clip.duration_s, 2)}
+            # the timeline is what the lite pipeline perceives; 16 uniform frames is the paper's sampling
+            for name, s in (("timeline", lite), ("uniform_16", lite.model_copy(update={"use_timeline": False}))):
+                frames, times = real_clips.perceived_frames(clip, s)
+                if frames is None or not len(frames):
+                    continue
+                res = p.perceive(frames, times)
+                row[name] = {"frames": len(frames), "face_found": res.face_found, "cues": len(res.cues),
+                             "unresolved_opposites": len(unresolved_opposites(res.cues)), "summary": res.summary,
+                             "cue_texts": [f"{c.text} [{c.start}-{c.end}] {c.strength}" for c in res.cues]}
+            out["clips"][rc.id] = row
+    finally:
+        p.close()
+    for cid, row in out["clips"].items():
+        print(f"{cid:22s} {row['seconds']:5.1f}s " + " ".join(
+            f"{k}: face={v['face_found']!s:5s} cues={v['cues']:2d} unresolved={v['unresolved_opposites']}"
+            for k, v in row.items() if isinstance(v, dict)))
+    return out
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=7)
-    args = ap.parse_args()
+    args = real_clips.parse_args("count cues", "perception_visual_real_clips", real_clip_cues)
+    if args is None:
+        return
     results: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                      "load_avg_1m_before": round(os.getloadavg()[0], 2), "runs": args.runs, "clips": {}}
     with tempfile.TemporaryDirectory() as d:

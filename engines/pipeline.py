@@ -6,8 +6,11 @@ is executed is the caller's choice, passed in as `run`:
 
 - `direct_runner` calls the stage in a worker thread (CLI, tests);
 - the server routes each stage through a dynamic batcher (server/batching.py);
-- the Ray deployment routes it to a deployment handle using `@serve.batch`.
+- the Ray deployment (server/ray_app.py) routes it to a deployment handle using `@serve.batch`.
 
+A profile that can be split across processes also builds its parts one at a time (`stage_names`, `load_stage`,
+`load_llm`) and can `attach` to an LLM that lives elsewhere (a backend adapter), so a Ray stage replica loads
+only its stage, the LLM replica only the LLM, and the ingress walks the same `stream()` with neither loaded.
 So no stage knows about HTTP or Ray, and neither entry point copies the data path.
 """
 
@@ -18,6 +21,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from engines.llm.base import LLMBackend
 from engines.types import AnalyzeRequest, Answer, DoneEvent, Event
 from xemo.settings import Settings
 
@@ -50,6 +54,24 @@ class Pipeline(abc.ABC):
     @abc.abstractmethod
     def load(self) -> None:
         """Load every model (blocking). Called once, off the event loop."""
+
+    # -- split loading (profiles whose parts may run in other processes) --------------------------------------
+    def stage_names(self) -> list[str]:
+        """The stages `load()` builds, known without loading anything."""
+        raise NotImplementedError(f"the {self.profile} profile cannot run its stages in other processes")
+
+    def load_stage(self, name: str) -> Stage:
+        """Build one stage with its models (for a process that hosts that stage alone)."""
+        raise NotImplementedError(f"the {self.profile} profile cannot run its stages in other processes")
+
+    def load_llm(self) -> LLMBackend:
+        """Load the LLM backend alone (for a process that hosts only the LLM)."""
+        raise NotImplementedError(f"the {self.profile} profile cannot run its LLM in another process")
+
+    def attach(self, llm: LLMBackend) -> None:
+        """Walk the data path with an LLM that lives elsewhere (a backend adapter) and every stage run by the
+        caller's runner elsewhere: nothing is loaded here, and `stages` stays empty."""
+        raise NotImplementedError(f"the {self.profile} profile cannot run its parts in other processes")
 
     def warmup(self) -> None:
         for stage in self.stages.values():

@@ -51,6 +51,12 @@ class Clip:
     sha256: str = ""  # of the uploaded bytes (video + audio), for caching
     timings: dict[str, float] = field(default_factory=dict)  # ingest sub-stages (demux, video_decode, audio_decode)
 
+    @classmethod
+    def text_only(cls) -> Clip:
+        """No media at all: a request made of its transcript alone."""
+        return cls(container="none", duration_s=0.0, video=None, audio_info=None, frames=None, frame_times=[],
+                   audio=None)
+
     @property
     def sample_rate(self) -> int:
         return self.audio_info.sample_rate if self.audio_info else 16000

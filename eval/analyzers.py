@@ -78,73 +78,44 @@ class InProcessAnalyzer:
 
 
 class HttpAnalyzer:
-    """POST multipart (video, audio, transcript) to URL/v1/analyze; honours Retry-After on 429/503."""
+    """The answer from a running server, through xemo.client (which retries 429/503 honouring Retry-After)."""
 
     def __init__(self, base_url: str, settings: Settings, api_key: str | None = None, max_retries: int = 5) -> None:
+        from xemo.client import AsyncClient
+
         self.base_url = base_url.rstrip("/")
         self.settings = settings
-        self.max_retries = max_retries
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        timeout = httpx.Timeout(settings.server.request_timeout_s + 30.0, connect=10.0)
-        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=headers)
+        self.client = AsyncClient(self.base_url, api_key, timeout=settings.server.request_timeout_s + 30.0,
+                                  max_retries=max_retries)
         self.model = ""
 
     async def start(self, ready_timeout_s: float = 300.0) -> None:
+        from xemo.client import ApiError
+
         # A server that is still loading answers 503 on /readyz; wait for it rather than fail every clip.
-        deadline = asyncio.get_running_loop().time() + ready_timeout_s
-        while True:
-            try:
-                r = await self.client.get("/readyz")
-                if r.status_code != 503:
-                    break
-            except httpx.HTTPError as e:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise RemoteError("unreachable", f"cannot reach the server at {self.base_url}: {e}", 503) from None
-            if asyncio.get_running_loop().time() > deadline:
-                raise RemoteError("not_ready", f"the server at {self.base_url} did not become ready", 503)
-            await asyncio.sleep(1.0)
         try:
-            r = await self.client.get("/v1/models")
+            await self.client.wait_ready(ready_timeout_s)
+            models = await self.client.models()
+        except ApiError as e:
+            raise RemoteError(e.type, e.message, e.status) from None
         except httpx.HTTPError as e:
             raise RemoteError("unreachable", f"cannot reach the server at {self.base_url}: {e}", 503) from None
-        if r.status_code == 200:
-            with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-                data = r.json()
-                first = data["data"][0] if isinstance(data, dict) and "data" in data else data
-                self.model = str(first.get("id") or first.get("model") or "") if isinstance(first, dict) else ""
+        if models.data:
+            self.model = models.data[0].id
 
     async def analyze(self, row: ManifestRow) -> dict[str, Any]:
-        files = {"video": (row.video.name, row.video.read_bytes())}
-        if row.audio is not None:
-            files["audio"] = (row.audio.name, row.audio.read_bytes())
-        data = {"transcript": row.transcript} if row.transcript else {}
-        for attempt in range(self.max_retries + 1):
-            r = await self.client.post("/v1/analyze", files=files, data=data, headers={"X-Request-Id": row.id})
-            if r.status_code in (429, 503) and attempt < self.max_retries:
-                try:
-                    wait = float(r.headers.get("retry-after", "1"))
-                except ValueError:
-                    wait = 1.0
-                await asyncio.sleep(min(max(wait, 0.1), 30.0))
-                continue
-            break
+        from xemo.client import ApiError
+
         try:
-            body = r.json()
-        except ValueError:
-            raise RemoteError(
-                "bad_response", f"HTTP {r.status_code} with a body that is not JSON", r.status_code
-            ) from None
-        if r.status_code >= 400 or not isinstance(body, dict):
-            err = body.get("error", {}) if isinstance(body, dict) else {}
-            raise RemoteError(
-                str(err.get("type", "http_error")), str(err.get("message", f"HTTP {r.status_code}")), r.status_code
-            )
-        answer = body.get("answer", body)  # accept a bare Answer or {"answer": Answer}
-        if not isinstance(answer, dict) or "emotion" not in answer:
-            raise RemoteError("bad_response", "the server's reply is not an answer", r.status_code)
+            answer = await self.client.analyze(video=row.video, audio=row.audio, transcript=row.transcript or None,
+                                               request_id=row.id)
+        except ApiError as e:
+            raise RemoteError(e.type, e.message, e.status) from None
+        except ValueError as e:  # a 200 whose body is not an answer (pydantic's ValidationError is a ValueError)
+            raise RemoteError("bad_response", f"the server's reply is not an answer: {e}"[:300], 200) from None
         # The answer names the models behind it (the /v1/models id is only the profile name).
-        self.model = str(answer.get("model") or self.model)
-        return answer
+        self.model = answer.model or self.model
+        return answer.model_dump(mode="json", exclude_unset=True)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()

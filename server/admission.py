@@ -1,4 +1,5 @@
-"""Admission control: a bounded waiting room in front of a fixed number of running slots, and per-key token buckets.
+"""Admission control: a bounded waiting room in front of a fixed number of running slots (per-key rate limits are
+in server/rate_limit.py).
 
 A request enters at HTTP receipt (`enter`, which refuses at once with 503 + Retry-After when
 `max_running + max_queue` requests are already in flight, or while draining), waits for a running slot
@@ -12,7 +13,7 @@ import asyncio
 import time
 
 from engines.errors import Overloaded
-from server.errors import Draining, RateLimited
+from server.errors import Draining
 from server.metrics import Metrics
 
 
@@ -103,40 +104,3 @@ class Ticket:
             return
         self.state = "released"
         a._changed()
-
-
-class TokenBucket:
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate = max(rate_per_s, 1e-9)
-        self.burst = max(1, burst)
-        self.tokens = float(self.burst)
-        self.updated = time.monotonic()
-
-    def take(self) -> float:
-        """0 if a token was taken, else the seconds until one is available."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
-class RateLimiter:
-    """One in-memory bucket per API key (bounded: keys come from the settings, never from clients)."""
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate = rate_per_s
-        self.burst = burst
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def check(self, key_id: str) -> None:
-        bucket = self._buckets.get(key_id)
-        if bucket is None:
-            bucket = self._buckets[key_id] = TokenBucket(self.rate, self.burst)
-        wait = bucket.take()
-        if wait > 0:
-            raise RateLimited(
-                f"rate limit of {self.rate:g} requests/s (burst {self.burst}) exceeded for this key", retry_after_s=wait
-            )

@@ -1,7 +1,8 @@
 """The FastAPI application factory: routers, the error envelope handlers, request context, CORS and lifespan.
 
 `create_app(settings)` builds one app around one `ServerState`; `xemo serve` runs it under uvicorn. With
-several uvicorn workers, each worker calls `create_app()` with no argument and reads the same settings.
+several uvicorn workers, each worker calls `create_app()` with no argument and reads the same settings. The Ray
+ingress (server/ray_app.py) builds the same app with an `attach` hook that puts the stages and the LLM on Ray.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.errors import XemoError
 from server import logging as xlog
-from server import probes, routes_analyze, routes_ui, routes_ws
+from server import probes, routes_analyze, routes_jobs, routes_schemas, routes_ui, routes_ws
 from server.errors import http_error, to_api_error
-from server.lifecycle import ServerState
+from server.lifecycle import Attach, ServerState
 from server.middleware import RequestContextMiddleware, request_id
+from xemo import schemas
 from xemo.settings import Settings, load_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, attach: Attach | None = None) -> FastAPI:
     settings = settings or load_settings()
-    state = ServerState(settings)
+    state = ServerState(settings, attach)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(probes.router)
     app.include_router(routes_analyze.router)
     app.include_router(routes_ws.router)
+    if state.jobs is not None:  # async jobs need Redis; without it the routes do not exist
+        app.include_router(routes_jobs.router)
+    app.include_router(routes_schemas.router)
     app.include_router(routes_ui.router)  # the page at / (the API docs stay at /docs)
+    _publish_schemas(app)
 
     @app.exception_handler(XemoError)
     async def _xemo_error(request: Request, exc: XemoError) -> JSONResponse:
@@ -86,6 +92,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestContextMiddleware)  # outermost: sees every request first
     return app
+
+
+def _publish_schemas(app: FastAPI) -> None:
+    """`/openapi.json` as FastAPI builds it, plus every wire model of xemo/schemas.py under components.schemas
+    (the routes reference them by name)."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas.components())
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:

@@ -20,6 +20,7 @@ from engines.errors import (
     TooLarge,
     XemoError,
 )
+from xemo.schemas import ErrorBody, ErrorEnvelope, ErrorEvent
 
 log = logging.getLogger("xemo.server")
 
@@ -60,6 +61,13 @@ class UploadTimeout(XemoError):
     http_status = 408
 
 
+class IdempotencyConflict(XemoError):
+    """An Idempotency-Key sent again with a different request."""
+
+    type = "idempotency_conflict"
+    http_status = 409
+
+
 class UnsupportedContentType(XemoError):
     type = "unsupported_content_type"
     http_status = 415
@@ -74,7 +82,12 @@ class ApiError:
     retry_after_s: float | None = None
 
     def body(self, request_id: str) -> dict:
-        return {"error": {"type": self.type, "message": self.message, "request_id": request_id}}
+        """The error envelope (HTTP bodies)."""
+        return ErrorEnvelope(error=ErrorBody(type=self.type, message=self.message, request_id=request_id)).model_dump()
+
+    def event(self, request_id: str) -> dict:
+        """The same as a stream's error event (SSE and WebSocket)."""
+        return ErrorEvent(error=ErrorBody(type=self.type, message=self.message, request_id=request_id)).model_dump()
 
     def headers(self) -> dict[str, str]:
         if self.retry_after_s is None:

@@ -13,81 +13,39 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from engines.errors import Cancelled, Timeout
-from engines.types import AnalyzeRequest, CueEvent, DoneEvent, LabelEvent, SegmentEvent, TokenEvent, event_to_dict
+from engines.types import AnalyzeRequest, Clip, CueEvent, DoneEvent, LabelEvent, SegmentEvent, TokenEvent, event_to_dict
 from server.admission import Ticket
 from server.errors import ApiError, InvalidField, to_api_error
 from server.lifecycle import ServerState
-from server.result_cache import cache_key
+from server.redis_state import RedisUnavailable
+from server.result_cache import ResultCache, cache_key
 from server.runner import deadline_var
+from xemo import schemas
+from xemo.schemas import AnalyzeOptions, options_error
 
 log = logging.getLogger("xemo.request")
 
-MAX_LABELS = 64
-MAX_LABEL_CHARS = 64
-MAX_TOKENS_CAP = 2048
+MISSING_INPUT = (
+    "nothing to analyse: send at least one of 'video' (a clip, with or without its own audio), 'audio' "
+    "(a separate audio file) or 'transcript' (text)"
+)
 
-
-@dataclass
-class Options:
-    transcript: str | None = None
-    labels: list[str] | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    stream: bool = False
-
-
-def parse_options(raw: dict[str, Any]) -> Options:
+def parse_options(raw: dict[str, Any], model: type[AnalyzeOptions] = AnalyzeOptions) -> AnalyzeOptions:
     """Validate the client's options (form fields or the WebSocket's first frame) into typed values."""
-    o = Options()
-    t = raw.get("transcript")
-    if t is not None:
-        if not isinstance(t, str):
-            raise InvalidField("transcript must be text")
-        o.transcript = t.strip() or None
-    labels = raw.get("labels")
-    if labels is not None:
-        if isinstance(labels, str):
-            labels = labels.split(",")
-        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-            raise InvalidField("labels must be a comma-separated list of words")
-        cleaned = list(dict.fromkeys(x.strip() for x in labels if x.strip()))
-        if len(cleaned) < 2 or len(cleaned) > MAX_LABELS or any(len(x) > MAX_LABEL_CHARS for x in cleaned):
-            raise InvalidField(
-                f"labels must hold 2 to {MAX_LABELS} distinct labels of at most {MAX_LABEL_CHARS} characters"
-            )
-        o.labels = cleaned
-    o.max_tokens = _number(raw.get("max_tokens"), "max_tokens", int, 1, MAX_TOKENS_CAP)
-    o.temperature = _number(raw.get("temperature"), "temperature", float, 0.0, 2.0)
-    s = raw.get("stream")
-    if isinstance(s, bool):
-        o.stream = s
-    elif isinstance(s, str) and s.strip():
-        if s.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise InvalidField("stream must be true or false")
-        o.stream = s.strip().lower() in ("true", "1", "yes")
-    elif s is not None:
-        raise InvalidField("stream must be true or false")
-    return o
-
-
-def _number(v: Any, name: str, kind: type, lo: float, hi: float) -> Any:
-    if v is None or (isinstance(v, str) and not v.strip()):
-        return None
     try:
-        if isinstance(v, bool):
-            raise ValueError
-        x = kind(v.strip() if isinstance(v, str) else v)
-        if kind is int and isinstance(v, float) and v != int(v):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise InvalidField(f"{name} must be a number between {lo:g} and {hi:g}") from None
-    if not (lo <= x <= hi) or x != x:
-        raise InvalidField(f"{name} must be between {lo:g} and {hi:g}")
-    return x
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise InvalidField(options_error(e)) from None
+
+
+async def _cache_put(cache: ResultCache, key: str, events: list[dict[str, Any]]) -> None:
+    with contextlib.suppress(RedisUnavailable):  # counted in xemo_redis_errors_total; the answer went out anyway
+        await cache.put(key, events)
 
 
 class Job:
@@ -105,14 +63,15 @@ class Job:
         self.key_id: str | None = None
         self.cache_key: str | None = None  # set when the answer may be cached (greedy, cache on)
         self.cached: list[dict[str, Any]] | None = None  # the events to replay on a cache hit
+        self.cache_bypassed = False  # cacheable, but the shared cache could not be asked (Redis down)
         # absolute deadline, perf_counter clock
         self.deadline = received_at + state.settings.server.request_timeout_s
 
     # -- before the pipeline -----------------------------------------------------------------------------------
-    def authorize(self, authorization: str | None) -> None:
+    async def authorize(self, authorization: str | None) -> None:
         self.key_id = self.state.keys.authenticate(authorization)
         if self.key_id is not None:
-            self.state.limiter.check(self.key_id)
+            await self.state.limiter.check(self.key_id)
 
     def admit(self) -> None:
         self.state.check_serving()
@@ -122,12 +81,12 @@ class Job:
         self.timings[stage] = seconds
         self.state.metrics.stage_duration.labels(stage=stage).observe(seconds)
 
-    async def prepare(self, video: bytes | None, audio: bytes | None, opts: Options) -> None:
+    async def prepare(self, video: bytes | None, audio: bytes | None, opts: AnalyzeOptions) -> None:
         """Wait for a running slot, then ingest the clip (typed 4xx errors come from ingest)."""
         from engines.ingest import ingest
 
-        if video is None and audio is None:
-            raise InvalidField("send a clip: a 'video' file (with or without its own audio) and/or an 'audio' file")
+        if video is None and audio is None and opts.transcript is None:
+            raise InvalidField(MISSING_INPUT)
         assert self.ticket is not None
         if await self._lookup(video, audio, opts):
             return  # answered from the cache: no running slot, no decoding, no model
@@ -137,11 +96,14 @@ class Job:
             raise Timeout("no capacity freed up within the request time budget") from None
         self.timings["queue"] = self.ticket.queue_time_s
         t = time.perf_counter()
-        clip = await asyncio.wait_for(
-            asyncio.to_thread(ingest, video, audio, self.state.settings.ingest),
-            timeout=max(0.0, self.deadline - time.perf_counter()),
-        )
-        self.observe_stage("ingest", time.perf_counter() - t)
+        if video is None and audio is None:
+            clip = Clip.text_only()  # the transcript alone: nothing to decode
+        else:
+            clip = await asyncio.wait_for(
+                asyncio.to_thread(ingest, video, audio, self.state.settings.ingest),
+                timeout=max(0.0, self.deadline - time.perf_counter()),
+            )
+            self.observe_stage("ingest", time.perf_counter() - t)
         for stage, seconds in clip.timings.items():  # inside the decoder worker: demux, video_decode, audio_decode
             self.observe_stage(stage, seconds)
         self.request = AnalyzeRequest(
@@ -154,21 +116,34 @@ class Job:
             received_at=self.received_at,
         )
 
-    async def _lookup(self, video: bytes | None, audio: bytes | None, opts: Options) -> bool:
+    async def _lookup(self, video: bytes | None, audio: bytes | None, opts: AnalyzeOptions) -> bool:
         cache, g = self.state.result_cache, self.state.settings.generation
         temperature = g.temperature if opts.temperature is None else opts.temperature
         if cache is None or temperature != 0:
             return False
         options = {"transcript": opts.transcript, "labels": opts.labels, "max_tokens": opts.max_tokens}
+        args = (video, audio, options, self.key_id or "", self.state.fingerprint)
         big = sum(len(x) for x in (video, audio) if x is not None) > 1 << 20
         # hashing tens of MB takes tens of ms: off the loop
-        if big:
-            self.cache_key = await asyncio.to_thread(cache_key, video, audio, options)
-        else:
-            self.cache_key = cache_key(video, audio, options)
-        self.cached = cache.get(self.cache_key)
+        key = await asyncio.to_thread(cache_key, *args) if big else cache_key(*args)
+        try:
+            self.cached = await cache.get(key)
+        except RedisUnavailable:  # answer without the cache rather than fail
+            self.cache_bypassed = True
+            self.state.metrics.result_cache.labels(result="bypass").inc()
+            return False
+        self.cache_key = key
         self.state.metrics.result_cache.labels(result="miss" if self.cached is None else "hit").inc()
         return self.cached is not None
+
+    @property
+    def cache_header(self) -> dict[str, str]:
+        """X-Xemo-Cache: hit | miss | bypass for cacheable requests, nothing otherwise."""
+        if self.cache_bypassed:
+            return {"X-Xemo-Cache": "bypass"}
+        if self.cache_key is None:
+            return {}
+        return {"X-Xemo-Cache": "miss" if self.cached is None else "hit"}
 
     async def _replay(self) -> AsyncIterator[dict[str, Any]]:
         """A cache hit: the first answer's events under this request's id and timings."""
@@ -252,21 +227,21 @@ class Job:
                         m.inter_token_latency.observe(now - last_token)
                     last_token = now
                 elif isinstance(ev, DoneEvent):
-                    self._done(ev, n_tokens, now)
-                    done = event_to_dict(ev)
+                    done = schemas.wire_event(event_to_dict(ev))  # checked against the published schema first
+                    self._done(ev, n_tokens, now, done["answer"])
                     if self.cache_key is not None and state.result_cache is not None:
-                        state.result_cache.put(self.cache_key, [*sent, done])
+                        state.spawn(_cache_put(state.result_cache, self.cache_key, [*sent, done]), "cache-put")
                     yield done
                     return
                 elif not isinstance(ev, CueEvent | SegmentEvent):
                     continue
-                d = event_to_dict(ev)
+                d = schemas.wire_event(event_to_dict(ev))
                 if self.cache_key is not None:
                     sent.append(d)
                 yield d
         except Exception as e:
             err = self.fail(e)
-            yield {"type": "error", **err.body(self.request_id)}
+            yield err.event(self.request_id)
         finally:
             if not producer.done():
                 producer.cancel()
@@ -275,7 +250,7 @@ class Job:
             with contextlib.suppress(BaseException):
                 await asyncio.wait({producer}, timeout=1.0)
 
-    def _done(self, ev: DoneEvent, n_tokens: int, now: float) -> None:
+    def _done(self, ev: DoneEvent, n_tokens: int, now: float, wire_answer: dict[str, Any]) -> None:
         answer = ev.answer
         usage = answer.usage or {}
         m = self.state.metrics
@@ -290,7 +265,7 @@ class Job:
         self.timings.update({f"pipeline.{k}": v for k, v in (answer.timings or {}).items()})
         m.e2e_latency.observe(now - self.received_at)
         self.timings["e2e_s"] = now - self.received_at
-        self.answer = answer.to_dict()
+        self.answer = wire_answer
         self.finish("ok")
 
     # -- the end -----------------------------------------------------------------------------------------------

@@ -80,6 +80,9 @@ OUTCOMES = (
     "error",
 )
 
+# xemo_redis_errors_total{op}: pre-created so a scrape shows 0 before the first error.
+REDIS_OPS = ("ping", "cache_get", "cache_put", "rate_limit", "jobs")
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -138,7 +141,10 @@ class Metrics:
         )
         # Counters.
         self.requests_total = Counter(
-            "xemo_requests", "Finished /v1/analyze and /v1/stream requests by outcome.", ["outcome"], registry=r
+            "xemo_requests",
+            "Finished analyses (/v1/analyze, /v1/stream and async jobs) by outcome.",
+            ["outcome"],
+            registry=r,
         )
         for o in OUTCOMES:
             self.requests_total.labels(outcome=o)
@@ -147,8 +153,50 @@ class Metrics:
         self.result_cache = Counter(
             "xemo_result_cache_lookups", "Result cache lookups of cacheable (greedy) requests.", ["result"], registry=r
         )
-        for res in ("hit", "miss"):
+        for res in ("hit", "miss", "bypass"):  # bypass: the shared (Redis) cache could not be asked
             self.result_cache.labels(result=res)
+        # Redis (server/redis_state.py): shared cache, rate limits, async jobs.
+        self.redis_up = Gauge(
+            "xemo_redis_up", "1 while this process reaches Redis (0: cache bypassed, limits per setting).", registry=r
+        )
+        self.redis_errors = Counter(
+            "xemo_redis_errors", "Failed or timed-out Redis commands, by what they were for.", ["op"], registry=r
+        )
+        for op in REDIS_OPS:
+            self.redis_errors.labels(op=op)
+        self.jobs_backlog = Gauge(
+            "xemo_jobs_backlog",
+            "Async jobs of the whole deployment not yet finished, by state (read from Redis every few seconds).",
+            ["state"],
+            registry=r,
+        )
+        for st in ("queued", "running"):
+            self.jobs_backlog.labels(state=st)
+        self.jobs_total = Counter(
+            "xemo_jobs",
+            "Async job events seen by this process: submitted, started, taken_over (a dead process's job started "
+            "again), done, failed.",
+            ["event"],
+            registry=r,
+        )
+        for ev in ("submitted", "started", "taken_over", "done", "failed"):
+            self.jobs_total.labels(event=ev)
+
+        # The Ray layout only (`xemo serve --ray`), as seen from this ingress replica.
+        self.ray_in_flight = Gauge(
+            "xemo_ray_calls_in_flight",
+            "Calls this ingress has made to a Ray deployment (stage or llm) and not yet had answered: queued in Ray "
+            "or running on a replica.",
+            ["deployment"],
+            registry=r,
+        )
+        self.ray_calls = Counter(
+            "xemo_ray_calls",
+            'Finished calls to Ray deployments by outcome (ok, replica_lost, backpressure) and, for ok stage calls, '
+            'the node that served them (its id\'s first 12 hex digits; "-" otherwise).',
+            ["deployment", "node", "outcome"],
+            registry=r,
+        )
 
     def watch_llm(self, stats: Callable[[], dict[str, Any]]) -> None:
         """Export the LLM backend's own continuous-batching counters (`stats()`) as `xemo_llm_<key>` gauges."""

@@ -11,28 +11,42 @@ from server.errors import to_api_error
 from server.lifecycle import ServerState
 from server.middleware import request_id
 from server.routes_analyze import error_response
+from server.routes_schemas import ERROR_RESPONSE, json_content
+from xemo import schemas
 
 router = APIRouter()
 
 
-@router.get("/livez", summary="Process alive (checks nothing else)")
+@router.get(
+    "/livez", summary="Process alive (checks nothing else)", response_model=None,
+    responses={200: {"description": "Alive.", **json_content("Liveness")}},
+)
 async def livez() -> dict:
-    return {"status": "alive"}
+    return schemas.wire(schemas.Liveness, {"status": "alive"})
 
 
-@router.get("/readyz", summary="Models loaded, not draining, queue not saturated")
+@router.get(
+    "/readyz", summary="Models loaded, not draining, queue not saturated", response_model=None,
+    responses={
+        200: {"description": "Ready.", **json_content("Readiness")},
+        503: {"description": "Not ready (see checks); Retry-After.", **json_content("Readiness")},
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     state: ServerState = request.app.state.xemo
     ok, body = state.readiness()
     headers = {} if ok else {"Retry-After": str(max(1, int(state.settings.server.retry_after_s)))}
-    return JSONResponse(body, status_code=200 if ok else 503, headers=headers)
+    return JSONResponse(schemas.wire(schemas.Readiness, body), status_code=200 if ok else 503, headers=headers)
 
 
 @router.get(
     "/metrics",
     summary="Prometheus metrics (text format)",
     response_class=PlainTextResponse,
-    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}, 404: {"description": "Metrics disabled."}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+        404: {"description": "Metrics disabled.", **json_content("ErrorEnvelope")},
+    },
 )
 async def metrics(request: Request) -> Response:
     state: ServerState = request.app.state.xemo
@@ -44,7 +58,10 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/models", summary="The model behind the answers")
+@router.get(
+    "/v1/models", summary="The model behind the answers", response_model=None,
+    responses={200: {"description": "The served model.", **json_content("ModelList")}, "4XX": ERROR_RESPONSE},
+)
 async def models(request: Request) -> Response:
     state: ServerState = request.app.state.xemo
     try:
@@ -69,4 +86,4 @@ async def models(request: Request) -> Response:
             }
         ],
     }
-    return JSONResponse(data)
+    return JSONResponse(schemas.wire(schemas.ModelList, data))

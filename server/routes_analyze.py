@@ -19,50 +19,55 @@ from server.errors import ApiError, UploadTimeout
 from server.jobs import Job, parse_options
 from server.lifecycle import ServerState
 from server.middleware import received_at, request_id
+from server.routes_schemas import ERROR_RESPONSE, EVENTS_URL, json_content, ref
 from server.sse import EventStreamResponse, until_disconnect
 from server.uploads import UploadLimits, check_content_length, read_multipart
+from xemo.schemas import AnalyzeOptions
 
 router = APIRouter()
 
-_FORM_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "video": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The clip (mp4/webm/mkv/mov...), with its own audio track or video only.",
-                        },
-                        "audio": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "Optional separate audio (wav/flac/ogg/mp3...).",
-                        },
-                        "transcript": {"type": "string", "description": "What is said (optional)."},
-                        "labels": {
-                            "type": "string",
-                            "description": "Comma-separated label set overriding the default.",
-                        },
-                        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 2048},
-                        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
-                        "stream": {"type": "boolean", "description": "Answer as server-sent events."},
-                    },
-                    "anyOf": [{"required": ["video"]}, {"required": ["audio"]}],
-                }
-            }
+def _not_null(prop: dict) -> dict:
+    """A form field is absent or text, never JSON null: keep the non-null alternative."""
+    alts = [x for x in prop.get("anyOf", []) if x.get("type") != "null"]
+    if len(alts) != 1:
+        return prop
+    return {**{k: v for k, v in prop.items() if k not in ("anyOf", "default")}, **alts[0]}
+
+
+def _form_schema() -> dict:
+    """The multipart form: the media files plus every option of AnalyzeOptions (form values are text)."""
+    opts = {k: _not_null(v) for k, v in AnalyzeOptions.model_json_schema()["properties"].items()}
+    opts["labels"] = {"type": "string", "description": opts["labels"]["description"] + " Comma-separated."}
+    opts["transcript"]["pattern"] = r"\S"  # blank text is no transcript
+    return {
+        "type": "object",
+        "properties": {
+            "video": {
+                "type": "string",
+                "format": "binary",
+                "description": "The clip (mp4/webm/mkv/mov...), with its own audio track or video only.",
+            },
+            "audio": {"type": "string", "format": "binary", "description": "Separate audio (wav/flac/ogg/mp3...)."},
+            **opts,
         },
-    },
+        "anyOf": [{"required": ["video"]}, {"required": ["audio"]}, {"required": ["transcript"]}],
+    }
+
+
+_OPENAPI = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _form_schema()}}},
     "responses": {
         "200": {
-            "description": "The answer (JSON), or text/event-stream events label, cue, token, done, error.",
-            "content": {"text/event-stream": {}},
+            "description": "The answer (JSON), or with stream=true text/event-stream events label, cue..., token... "
+            f"(segment after each finished piece), then done or error; one JSON Schema per event at {EVENTS_URL}.",
+            "content": {
+                "application/json": {"schema": ref("Answer")},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
         },
-        "4XX": {"description": 'Error envelope {"error": {"type", "message", "request_id"}}.'},
-        "503": {"description": "Overloaded, loading or draining; see Retry-After."},
+        "4XX": ERROR_RESPONSE,
+        "503": {"description": "Overloaded, loading or draining; see Retry-After.", **json_content("ErrorEnvelope")},
+        "504": {"description": "Not finished within the request's time budget.", **json_content("ErrorEnvelope")},
     },
 }
 
@@ -71,7 +76,9 @@ def error_response(err: ApiError, rid: str) -> JSONResponse:
     return JSONResponse(err.body(rid), status_code=err.status, headers=err.headers())
 
 
-@router.post("/v1/analyze", summary="Analyse one clip", openapi_extra=_FORM_SCHEMA, response_model=None)
+@router.post(
+    "/v1/analyze", summary="Analyse one clip (or a transcript alone)", openapi_extra=_OPENAPI, response_model=None
+)
 async def analyze(request: Request) -> Response:
     state: ServerState = request.app.state.xemo
     rid = request_id(request)
@@ -79,7 +86,7 @@ async def analyze(request: Request) -> Response:
     limits = UploadLimits(state.settings.ingest.max_bytes, state.settings.server.max_field_bytes)
     body_read = False
     try:
-        job.authorize(request.headers.get("authorization"))
+        await job.authorize(request.headers.get("authorization"))
         check_content_length(request.headers, limits)
         job.admit()
         t = time.perf_counter()
@@ -106,7 +113,7 @@ async def analyze(request: Request) -> Response:
             resp.headers["Connection"] = "close"
         return resp
 
-    cache = {} if job.cache_key is None else {"X-Xemo-Cache": "miss" if job.cached is None else "hit"}
+    cache = job.cache_header
     if streaming:
         # on_close: a client gone before the first event never runs the generator's own cleanup
         return EventStreamResponse(job.events(), headers=cache, on_close=lambda: job.finish("cancelled"))

@@ -1,13 +1,14 @@
 """WS /v1/stream: the same analysis as /v1/analyze over one WebSocket.
 
 Protocol (client -> server): one JSON text frame with the options (`transcript`, `labels`, `max_tokens`,
-`temperature`; `api_key` when the handshake cannot carry an Authorization header); then the clip as binary
-frames; `{"type": "audio"}` switches the following binary frames to a separate audio file (`{"type": "video"}`
-back); then `{"type": "end"}`. `{"type": "cancel"}` at any time stops the work. Server -> client: JSON frames
-`{"type": "label"|"cue"|"token"|"done"|"error", ...}` with the same content as the SSE events, then close 1000
-after `done`. Any failure sends an `error` frame (the HTTP envelope) and closes with 4000 + the HTTP status
-(4400 bad protocol use, 4401 auth, 4413 too large, 4415/4422 bad media, 4429 rate limit, 4503 overload,
-4504 timeout, 4500 server fault).
+`temperature`; `api_key` when the handshake cannot carry an Authorization header), with `"type": "options"` or
+no type at all (xemo/schemas.py: WsOptionsFrame); then the clip as binary frames (none for a text-only request);
+`{"type": "audio"}` switches the following binary frames to a separate audio file (`{"type": "video"}` back);
+then `{"type": "end"}`. `{"type": "cancel"}` at any time stops the work. Server -> client: JSON frames
+`{"type": "label"|"cue"|"token"|"segment"|"done"|"error", ...}`, the same events as SSE (one JSON Schema each
+under /v1/schemas/events/), then close 1000 after `done`. Any failure sends an `error` frame (the HTTP envelope)
+and closes with 4000 + the HTTP status (4400 bad protocol use, 4401 auth, 4413 too large, 4415/4422 bad media,
+4429 rate limit, 4503 overload, 4504 timeout, 4500 server fault).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from server.jobs import Job, parse_options
 from server.lifecycle import ServerState
 from server.middleware import received_at, request_id
 from server.uploads import too_large
+from xemo.schemas import WsOptionsFrame
 
 router = APIRouter()
 
@@ -76,13 +78,14 @@ async def stream(ws: WebSocket) -> None:
     await ws.accept()
     try:
         first = _json(await _receive(ws, FIRST_FRAME_TIMEOUT_S))
-        if first.get("type", "start") != "start":
-            raise ProtocolError("the first frame must be the options object (type 'start')")
+        if first.get("type") not in (None, "options", "start"):
+            raise ProtocolError('the first frame must be the options object, {"type": "options", ...} or the '
+                                "options alone")
         auth = ws.headers.get("authorization")
         if not auth and isinstance(first.get("api_key"), str):
             auth = "Bearer " + first["api_key"]
-        job.authorize(auth)
-        opts = parse_options({k: v for k, v in first.items() if k not in ("type", "api_key")})
+        await job.authorize(auth)
+        opts = parse_options(first, WsOptionsFrame)
         job.admit()
         parts: dict[str, bytearray] = {}
         current, total, limit = "video", 0, state.settings.ingest.max_bytes
@@ -114,7 +117,7 @@ async def stream(ws: WebSocket) -> None:
         return
     except Exception as e:
         err = job.fail(e)
-        await _close(ws, close_code(err), {"type": "error", **err.body(rid)})
+        await _close(ws, close_code(err), err.event(rid))
         return
     if job.error is not None:
         await _close(ws, close_code(job.error), None)

@@ -61,3 +61,17 @@ def face_png(media_dir: Path) -> Path:
 def face_mp4(media_dir: Path, face_png: Path, speech_wav: Path) -> Path:
     """The astronaut photo animated by a slow zoom, 512x512 25 fps, with the speech as its AAC track."""
     return media.face_clip(media_dir / "face.mp4", face_png, audio=speech_wav)
+
+
+@pytest.fixture(scope="session")
+def lite_pipeline():
+    """The lite profile with its real models (SmolLM2, MediaPipe, FER, silero-vad, Whisper base), loaded once
+    per session for every module that needs it (imported lazily: most test runs never load them)."""
+    from engines.lite.pipeline import LitePipeline
+    from xemo.settings import Settings
+
+    p = LitePipeline(Settings())
+    p.load()
+    p.warmup()
+    yield p
+    p.close()

@@ -10,7 +10,9 @@ import os
 import sys
 from pathlib import Path
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from xemo.settings import ConfigError, Settings, load_settings
 
@@ -18,7 +20,64 @@ from xemo.settings import ConfigError, Settings, load_settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Explainable multimodal emotion recognition.")
+# Root options that may also be written after the subcommand (`xemo analyze CLIP --config FILE`).
+GLOBAL_OPTIONS = {"--config": "-c"}
+
+
+class GlobalOptionsGroup(TyperGroup):
+    """The root group: moves global options found after the subcommand to the front before click parses them,
+    so they work in either position. A subcommand with an option of the same spelling keeps its own."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = hoist_global_options(self, ctx, args)
+        return super().parse_args(ctx, args)
+
+
+def hoist_global_options(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    own = _subcommand_options(group, ctx, args)
+    spellings = {x for long, short in GLOBAL_OPTIONS.items() for x in (long, short) if x not in own}
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        name = a.split("=", 1)[0] if a.startswith("--") else a
+        if name in spellings:
+            if "=" in a and a.startswith("--"):
+                front.append(a)
+                i += 1
+                continue
+            front += args[i : i + 2]
+            i += 2
+            continue
+        rest.append(a)
+        i += 1
+    return front + rest
+
+
+def _subcommand_options(group: click.Group, ctx: click.Context, args: list[str]) -> set[str]:
+    """Option spellings of the command that `args` invokes (walking nested groups by name)."""
+    cmd: click.Command = group
+    for a in args:
+        if not isinstance(cmd, click.Group):
+            break
+        sub = cmd.get_command(ctx, a) if not a.startswith("-") else None
+        if sub is not None:
+            cmd = sub
+    if cmd is group:
+        return set()
+    return {o for p in cmd.params if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+
+
+app = typer.Typer(
+    cls=GlobalOptionsGroup,
+    no_args_is_help=True,
+    help="Explainable multimodal emotion recognition.",
+)
 eval_app = typer.Typer(no_args_is_help=True, help="EmoCue-360 scoring, cue extraction and benchmark runs.")
 app.add_typer(eval_app, name="eval")
 
@@ -68,27 +127,33 @@ def probe(
 
 @app.command()
 def analyze(
-    clip: Path = typer.Argument(..., help="Video or audio file."),
-    audio: Path | None = typer.Option(None, "--audio", help="Separate audio file."),
-    transcript: str | None = typer.Option(None, "--transcript", help="What is said (optional)."),
+    clips: list[str] | None = typer.Argument(
+        None, help="Video or audio file; a directory or a glob (quoted) for many, as JSONL. None: --transcript alone."
+    ),
+    audio: Path | None = typer.Option(None, "--audio", help="Separate audio file (one clip only)."),
+    transcript: str | None = typer.Option(None, "--transcript", help="What is said (optional; alone: text only)."),
     labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set."),
     as_json: bool = typer.Option(False, "--json", help="Print only the answer object."),
+    out: Path | None = typer.Option(None, "--out", help="Many clips: write the JSONL here instead of stdout."),
 ) -> None:
-    """Analyse one clip end to end with the configured profile."""
+    """Analyse a clip (or many, or a transcript alone) end to end with the configured profile."""
     from xemo.commands.analyze import run
 
-    sys.exit(run(settings(), clip, audio, transcript, labels, as_json))
+    sys.exit(run(settings(), clips or [], audio, transcript, labels, as_json, out))
 
 
 @app.command()
 def serve(
     host: str | None = typer.Option(None, help="Overrides server.host."),
     port: int | None = typer.Option(None, help="Overrides server.port."),
+    use_ray: bool = typer.Option(
+        False, "--ray", help="Serve as a Ray Serve application (settings.ray; needs `pip install .[ray]`)."
+    ),
 ) -> None:
     """Start the HTTP server (REST, SSE, WebSocket, Prometheus metrics)."""
-    from xemo.commands.serve import run
+    from xemo.commands.serve import run, run_ray
 
-    sys.exit(run(settings(), host, port))
+    sys.exit((run_ray if use_ray else run)(settings(), host, port))
 
 
 @app.command("convert-checkpoint")
@@ -151,6 +216,27 @@ def eval_run(
     from xemo.commands.evaluate import run_manifest
 
     sys.exit(run_manifest(settings(), manifest, out, server, concurrency))
+
+
+client_app = typer.Typer(no_args_is_help=True, help="Talk to a running xemo server (xemo.client).")
+app.add_typer(client_app, name="client")
+
+
+@client_app.command("analyze")
+def client_analyze(
+    url: str = typer.Argument(..., help="Base URL of the server, e.g. http://127.0.0.1:8000."),
+    clip: Path | None = typer.Argument(None, help="Video or audio file (none: --transcript alone)."),
+    audio: Path | None = typer.Option(None, "--audio", help="Separate audio file."),
+    transcript: str | None = typer.Option(None, "--transcript", help="What is said."),
+    labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="XEMO_API_KEY", help="Bearer key (or XEMO_API_KEY)."),
+    stream: bool = typer.Option(False, "--stream", help="Print the events as they arrive (SSE), one JSON per line."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the answer."),
+) -> None:
+    """Send one clip (or a transcript) to a server; print the answer as JSON."""
+    from xemo.commands.client import analyze as run
+
+    sys.exit(run(url, clip, audio, transcript, labels, api_key, stream, timeout))
 
 
 def main() -> None:

@@ -75,6 +75,36 @@ class LiteSettings(BaseModel):
     audio_backend: Literal["librosa", "opensmile", "parselmouth"] = "librosa"
     fer_runtime: Literal["onnx", "torch"] = "onnx"  # FER mini-Xception; torch is also the fallback
     cache_dir: Path | None = None  # exported artefacts (FER ONNX); None = ~/.cache/xemo
+    # Cues stated per modality, the strongest first (opposites are resolved before the cap).
+    max_visual_cues: int = Field(5, ge=1)
+    max_auditory_cues: int = Field(4, ge=1)
+    max_verbal_cues: int = Field(4, ge=1)
+    # Visual frames that are not read: faces narrower than this (pixels of the perceived frame), frames of other
+    # shots (1 - colour histogram intersection between samples at or above shot_cut_distance) and, for head
+    # pose only, frames where the background shifts by camera_shift_frac of the frame width between samples.
+    min_face_px: int = Field(40, ge=0)
+    shot_cut_distance: float = Field(0.15, gt=0, le=1)
+    camera_shift_frac: float = Field(0.01, gt=0)
+
+    @property
+    def cue_limits(self) -> dict[str, int]:
+        return {"visual": self.max_visual_cues, "auditory": self.max_auditory_cues, "verbal": self.max_verbal_cues}
+
+
+class AsrSettings(BaseModel):
+    """Speech recognition of the clip's own audio (faster-whisper + Whisper base), used when no transcript is sent."""
+
+    enabled: bool = True
+    always: bool = False  # also when the client sent a transcript (what was heard then replaces it)
+    model_dir: Path | None = None  # where the model is joined from its two wheels; None = ~/.cache/xemo/whisper-base
+    compute_type: Literal["int8", "int8_float32", "float32"] = "int8"
+    beam_size: int = Field(5, ge=1, le=10)
+    languages: list[str] = Field(default_factory=list)  # allowed spoken languages (ISO 639-1); empty = any
+    translate: bool = True  # also produce the English translation (Whisper's translate task)
+    max_audio_s: float = Field(30.0, gt=0)  # the ASR budget: longer audio is transcribed up to here
+    cpu_threads: int = Field(2, ge=1)
+    # Whisper's VAD-chunk batching (BatchedInferencePipeline) for audio with several speech chunks; 1 = off.
+    batch_size: int = Field(1, ge=1, le=16)
 
 
 class XEmoGPTSettings(BaseModel):
@@ -141,6 +171,88 @@ class ServerSettings(BaseModel):
     ws_ping_interval_s: float = 20.0
 
 
+class RedisSettings(BaseModel):
+    """How the server uses `redis_url`: shared result cache, shared rate limits and async jobs (server/redis_state.py).
+
+    Every command has a short timeout; after a failure Redis is skipped for `retry_interval_s` (the result cache
+    is bypassed, limits follow `rate_limit_on_error`) and a background ping brings it back by itself."""
+
+    key_prefix: str = "xemo"  # every key this deployment writes starts with "<key_prefix>:"
+    socket_timeout_s: float = Field(0.5, gt=0)  # per command; a slower Redis counts as down
+    connect_timeout_s: float = Field(0.5, gt=0)
+    retry_interval_s: float = Field(1.0, gt=0)  # how long Redis is skipped after an error, and the ping period
+    # When Redis cannot be asked: "local" = each process applies the limit by itself (a key gets up to N x its
+    # rate across N processes); "open" = no limit; "closed" = refuse with 503 + Retry-After.
+    rate_limit_on_error: Literal["local", "open", "closed"] = "local"
+    result_cache_max_entry_bytes: int = Field(1 * MB, ge=1024)  # larger answers are not cached
+
+
+class JobsSettings(BaseModel):
+    """Async jobs (`POST /v1/jobs`), kept in Redis; on only when `redis_url` is set."""
+
+    enabled: bool = True
+    ttl_s: float = Field(24 * 3600.0, gt=0)  # how long a job's status, answer and events are kept
+    concurrency: int = Field(2, ge=0)  # jobs this process runs at once (they share server.max_running); 0 = none
+    max_backlog: int = Field(64, ge=1)  # queued + running jobs, all processes; past it POST /v1/jobs answers 503
+    # A job whose process stopped heartbeating this long is taken over by another process; a job that has been
+    # started max_attempts times is marked failed instead.
+    claim_idle_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(2, ge=1)
+    # Hosts ("name" or "name:port") a job's `callback_url` may point at; empty = no outbound webhooks at all.
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(5.0, gt=0)
+
+
+class RayDeploymentSettings(BaseModel):
+    """One Ray Serve deployment of `xemo serve --ray`: its replicas, autoscaling, backpressure and resources."""
+
+    num_replicas: int = Field(1, ge=1)  # fixed count, unless autoscaling is on
+    autoscaling: bool = False
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    # Backpressure: calls one replica runs at once, and calls each caller queues for the deployment beyond that
+    # (-1 = unbounded). A full queue is answered 503 with Retry-After.
+    max_ongoing_requests: int = Field(8, ge=1)
+    max_queued_requests: int = Field(-1, ge=-1)
+    # CPUs Ray reserves per replica (for placement only; it does not cap the threads). The defaults fit in 2 CPUs.
+    num_cpus: float = Field(0.25, ge=0)
+    # Custom Ray resources each replica needs. They pin it to the nodes that have them: a pinned replica is never
+    # moved off a lost node, so leave them empty (soft placement) unless that node is the head.
+    resources: dict[str, float] = Field(default_factory=dict)
+    max_batch_size: int = Field(8, ge=1)  # stage deployments: `@serve.batch` size (capped by the stage's own)
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
+
+
+def _ingress_defaults() -> RayDeploymentSettings:
+    # Every open SSE/WebSocket stream and every probe holds one of these; the app's own admission (max_running +
+    # max_queue) answers overload with 503 before Ray's limit is reached.
+    return RayDeploymentSettings(max_ongoing_requests=128, num_cpus=0.25)
+
+
+def _llm_defaults() -> RayDeploymentSettings:
+    # One replica takes many sequences at once: they share its continuous batch.
+    return RayDeploymentSettings(max_ongoing_requests=32, num_cpus=0.5)
+
+
+class RaySettings(BaseModel):
+    """`xemo serve --ray`: the Serve application over the same pipeline (server/ray_app.py)."""
+
+    address: str | None = None  # None: start a local Ray and stop it on exit; "auto" or HOST:PORT: join a cluster
+    num_cpus: float | None = None  # CPUs of the local Ray (None: all)
+    object_store_mb: int = Field(256, ge=64)  # local Ray only
+    app_name: str = "xemo"
+    ingress: RayDeploymentSettings = Field(default_factory=_ingress_defaults)
+    stage: RayDeploymentSettings = Field(default_factory=RayDeploymentSettings)  # every stage, unless in `stages`
+    stages: dict[str, RayDeploymentSettings] = Field(default_factory=dict)  # per stage name
+    llm: RayDeploymentSettings = Field(default_factory=_llm_defaults)
+    # The LLM has its process to itself, so its OpenMP threads may spin (ACTIVE) instead of sleeping at barriers.
+    llm_omp_wait_policy: Literal["ACTIVE", "PASSIVE"] = "ACTIVE"
+    # A stage call whose replica died is retried this many times (after retry_backoff_s, doubling), then 503.
+    stage_retries: int = Field(2, ge=0)
+    retry_backoff_s: float = Field(0.5, ge=0)
+
+
 class EvalSettings(BaseModel):
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "gpt-4o-mini"
@@ -160,12 +272,19 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     lite: LiteSettings = Field(default_factory=LiteSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
     xemogpt: XEmoGPTSettings = Field(default_factory=XEmoGPTSettings)
     export: ExportSettings = Field(default_factory=ExportSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
-    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0 for the result cache and shared limits
+    ray: RaySettings = Field(default_factory=RaySettings)
+    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: shared result cache, rate limits, async jobs
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    jobs: JobsSettings = Field(default_factory=JobsSettings)
     log_level: str = "INFO"
+    # `xemo serve` / `xemo analyze` first run a tiny llama.cpp decode in a child process, so a library that
+    # crashes on this CPU is reported with the fix instead of killing the command with a segfault.
+    llm_preflight: bool = True
 
     @field_validator("profile", mode="before")
     @classmethod
@@ -218,7 +337,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return _resolve_paths(data, base)
 
 
-_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder", "cache_dir"}
+_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder", "cache_dir", "model_dir"}
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

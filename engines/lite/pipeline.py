@@ -85,14 +85,38 @@ class LitePipeline(Pipeline):
         self.model = "lite (not loaded)"
         self._priors: dict[tuple, dict[str, float]] = {}
 
-    def load(self) -> None:
+    stage_types: dict[str, type[Stage]] = {"visual": VisualStage, "audio": AudioStage}
+
+    def stage_names(self) -> list[str]:
+        return [*self.stage_types, *(["asr"] if self.settings.asr.enabled else [])]
+
+    def load_stage(self, name: str) -> Stage:
+        if name == "asr":
+            from engines.perception.asr import AsrStage
+
+            return AsrStage(self.settings.asr)
+        return self.stage_types[name](self.lite)
+
+    def load_llm(self) -> LLMBackend:
         from engines.llm import load_backend, smollm2_gguf_path
 
         path = Path(self.lite.llm) if self.lite.llm else smollm2_gguf_path()
-        self.llm = load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
-                                max_num_seqs=self.settings.server.max_num_seqs,
-                                prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk)
-        self.stages = {"visual": VisualStage(self.lite), "audio": AudioStage(self.lite)}
+        return load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
+                            max_num_seqs=self.settings.server.max_num_seqs,
+                            prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk)
+
+    def load(self) -> None:
+        self.llm = self.load_llm()
+        self.stages = {name: self.load_stage(name) for name in self.stage_names()}
+        self._describe()
+
+    def attach(self, llm: LLMBackend) -> None:
+        self.llm = llm
+        self.stages = {}
+        self._describe()
+
+    def _describe(self) -> None:
+        assert self.llm is not None
         self.model = (f"xemo-lite: MediaPipe face mesh + FER mini-Xception | silero-vad + librosa prosody | "
                       f"VADER | {self.llm.name}")
 
@@ -151,13 +175,23 @@ class LitePipeline(Pipeline):
             timings[stage] = time.perf_counter() - t
             return out
 
-        vis_job = timed("visual", (frames, times)) if frames is not None and len(frames) else _none()
-        aud_job = timed("audio", (clip.audio, clip.sample_rate)) if clip.audio is not None else _none()
-        vis, aud = await asyncio.gather(vis_job, aud_job)
-        t = time.perf_counter()
-        from engines.perception.verbal import verbal_cues
+        from engines.perception.asr import english_text, resolve_transcript, transcript_cues, wants_asr
 
-        verbal = verbal_cues(request.transcript)
+        async def hear() -> tuple[Any, Any]:
+            """The vocal cues, then (on speech, when no transcript was given) what was said."""
+            if clip.audio is None:
+                return None, None
+            aud = await timed("audio", (clip.audio, clip.sample_rate))
+            heard = None
+            if aud.speech_found and wants_asr(self.settings.asr, request.transcript, self.stage_names()):
+                heard = await timed("asr", (clip.audio, clip.sample_rate))
+            return aud, heard
+
+        vis_job = timed("visual", (frames, times)) if frames is not None and len(frames) else _none()
+        vis, (aud, heard) = await asyncio.gather(vis_job, hear())
+        t = time.perf_counter()
+        transcript = resolve_transcript(request.transcript, heard)
+        verbal = transcript_cues(transcript, heard)
         timings["verbal"] = time.perf_counter() - t
 
         cues: list[Cue] = [*(vis.cues if vis else []), *_expression_cue(vis, times), *(aud.cues if aud else []),
@@ -190,7 +224,7 @@ class LitePipeline(Pipeline):
             pieces.append(NO_CUES + " ")
         for piece in pieces:
             yield TokenEvent(piece)
-        gate = SentenceGate(set(parts.modalities), request.transcript)
+        gate = SentenceGate(set(parts.modalities), english_text(transcript))
         generated = 0
         t = time.perf_counter()
         first_token_at: float | None = None
@@ -233,6 +267,7 @@ class LitePipeline(Pipeline):
                    "cues_auditory": sum(c.modality == "auditory" for c in cues),
                    "cues_verbal": sum(c.modality == "verbal" for c in cues),
                    "dropped_sentences": len(gate.dropped)},
+            transcript=transcript,
         )
         yield DoneEvent(answer)
 

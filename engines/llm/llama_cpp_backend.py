@@ -21,8 +21,6 @@ import ctypes
 import json
 import logging
 import math
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,31 +30,13 @@ from engines.errors import BadRequest, ModelError
 from engines.llm.base import SamplingParams
 from engines.llm.batching import BatchedBackend, Seq
 from engines.llm.gguf_embeddings import GGUFEmbeddings
+from engines.llm.llama_cpp_lib import llama_cpp_module
 from engines.llm.prefix_cache import Entry, PrefixCache
 from engines.llm.sampling import Constraint, Detokenizer
 
 log = logging.getLogger(__name__)
 
 _N_BATCH = 512  # tokens per llama_decode call during prefill
-_init_lock = threading.Lock()
-_backend_ready = False
-
-
-def _lib():  # noqa: ANN202 - the ctypes module
-    # llama.cpp here is built with OpenMP, whose threads spin at barriers by default. When the cores are
-    # shared (encoders in other threads, other processes) a spinning thread steals the core its peer needs and
-    # decode collapses (measured: 1.8 vs 65 tok/s with 2 threads on a loaded 2-core box). Passive waiting
-    # costs little when the cores are free. libgomp reads this once, when llama.cpp's library loads; an
-    # explicit setting by the operator wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
-        import llama_cpp
-    except ImportError as e:  # the source build failed or was skipped
-        raise ModelError("llama-cpp-python is not installed; run `make install` or use backend=transformers") from e
-    # Its log callback prints to stderr when this logger's level allows; its level map is shifted by one, so
-    # ERROR here keeps llama.cpp's warnings and errors and drops the per-load info chatter.
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
-    return llama_cpp
 
 
 class _ByteDetokenizer(Detokenizer):
@@ -118,17 +98,12 @@ class LlamaCppBackend(BatchedBackend):
         prefix_cache_slots: int = 0,
         prefix_min_tokens: int = 64,
     ) -> None:
-        global _backend_ready
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"GGUF model file not found: {path.name}")
         if prefix_cache_slots < 0:
             raise ModelError("prefix_cache_slots must be 0 (off) or more")
-        L = self.lib = _lib()
-        with _init_lock:
-            if not _backend_ready:
-                L.llama_backend_init()
-                _backend_ready = True
+        L = self.lib = llama_cpp_module()
         if device != "cpu" and not L.llama_supports_gpu_offload():
             raise ModelError(f"this llama-cpp-python build has no GPU support; device={device!r} is unavailable")
         mp = L.llama_model_default_params()

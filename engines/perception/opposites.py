@@ -1,7 +1,8 @@
 """Cue phrases that cannot both hold at the same moment, and a finder for such pairs in one answer.
 
 Perception resolves these before an answer is built (the dominant cue wins, or the pair becomes a change over
-time); `unresolved_opposites` is the check that none are left, used by tests and `bench/quality.py`.
+time; engines/perception/resolve.py); `unresolved_opposites` is the check that none are left, used by tests and
+`bench/quality.py`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,26 @@ OPPOSITES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("words express joy", "positive wording"), ("words express anger", "words express sadness",
                                                  "words express worry", "words express frustration",
                                                  "negative wording")),
+    (("mouth opens", "mouth falls wide open", "jaw drops"), ("lips pressed together",)),
+    (("nods",), ("shakes the head",)),
 )
+
+# The same families stated as one change over time, for when one side clearly follows the other:
+# (side 0 then side 1, side 1 then side 0). Each phrase says only that the first state gave way to the second.
+CHANGES: tuple[tuple[str, str], ...] = (
+    ("the smile fades", "the mouth corners turn from down to up"),
+    ("the raised brows draw together", "the drawn brows lift"),
+    ("the wide eyes narrow", "the narrowed eyes widen"),
+    ("the voice grows softer", "the voice grows louder"),
+    ("the pitch drops", "the pitch rises"),
+    ("the flat intonation starts to vary widely", "the widely varying pitch flattens"),
+    ("the speech slows down", "the speech speeds up"),
+    ("the calm tone grows intense", "the intense tone calms down"),
+    ("the wording turns negative", "the wording turns positive"),
+    ("the open mouth closes and the lips press together", "the pressed lips part"),
+    ("the nodding gives way to a head shake", "the head shake gives way to nodding"),
+)
+assert len(CHANGES) == len(OPPOSITES)
 
 
 def side(text: str) -> tuple[int, int] | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engines.errors import BadRequest
+from engines.perception.resolve import resolve_opposites
 from engines.types import Cue
 
 MAX_CHARS = 5000  # a transcript for a short clip; longer text is cut before scoring
@@ -145,7 +146,8 @@ def verbal_cues(transcript: str | None) -> VerbalResult:
         )
     if "?" in text:
         cues.append(Cue("verbal", "asks a question", strength=0.5, evidence={"question_marks": text.count("?")}))
-    return VerbalResult(cues, scores, quote)
+    # "mildly positive wording" beside "the words express sadness": the stronger reading is stated, not both
+    return VerbalResult(resolve_opposites(cues), scores, quote)
 
 
 def _valenced_words(text: str) -> dict[str, list[str]]:

@@ -135,6 +135,10 @@ class XEmoGPTPipeline(Pipeline):
         self.pad_embedding = self.llm.embed_tokens([src.pad_token_id])  # the released BOS
         mb = self.settings.server.max_batch_size
         self.stages = {"vision_encode": VideoEncodeStage(self, mb), "audio_encode": AudioEncodeStage(self, mb)}
+        if self.settings.asr.enabled:  # fills <Subtitle> from the clip's own speech when no transcript is sent
+            from engines.perception.asr import AsrStage
+
+            self.stages["asr"] = AsrStage(self.settings.asr)
         self.model = f"XEmoGPT: CLIP+VECB, HuBERT+AECB ({self.front_ends.runtime}) | {self.llm.name}"
         if "checkpoint" in src.report:  # no checkpoint: say so wherever the model is named
             self.model += " | UNTRAINED bridges (no xemogpt.checkpoint)"
@@ -192,14 +196,23 @@ class XEmoGPTPipeline(Pipeline):
         if has_audio and clip.sample_rate != 16000:
             raise ModelError(f"profile xemogpt needs 16 kHz audio; set ingest.audio_sample_rate to 16000 "
                              f"(got {clip.sample_rate})")
-        video, audio = await asyncio.gather(
+        from engines.perception.asr import english_text, resolve_transcript, wants_asr
+
+        # No VAD stage here: the recogniser's own VAD decides whether the clip has speech.
+        hear = has_audio and wants_asr(self.settings.asr, request.transcript, self.stages)
+        video, audio, heard = await asyncio.gather(
             timed("vision_encode", clip.frames) if has_video else nothing(),
             timed("audio_encode", clip.audio) if has_audio else nothing(),
+            timed("asr", (clip.audio, clip.sample_rate)) if hear else nothing(),
         )
+        transcript = resolve_transcript(request.transcript, heard)
 
         gen_params = self._sampling(request)
         budget = min(self.x.max_context, llm.max_context) - gen_params.max_tokens
-        p = prompt.build(audio, video, request.transcript, labels, lambda s: len(llm.tokenize(s)), budget)
+        # The released prompt, its example subtitle and the descriptions it was tuned to write are English, so a
+        # recognised subtitle goes in as its English translation; a client's transcript goes in as given.
+        subtitle = english_text(transcript)
+        p = prompt.build(audio, video, subtitle, labels, lambda s: len(llm.tokenize(s)), budget)
         bos: list[Any] = [self.pad_embedding]
 
         # Label: the released model has no label head, so the LLM's likelihood of each label word after a
@@ -239,6 +252,7 @@ class XEmoGPTPipeline(Pipeline):
             cues=[],  # the released model writes free text only; no structured cues
             explanation=text.strip(), timings=timings,
             usage={**p.usage, "generated_tokens": generated},
+            transcript=transcript,
         )
         yield DoneEvent(answer)
 

@@ -562,7 +562,7 @@
 
   // -- talking to the server ----------------------------------------------------------------------------------
   function options() {
-    const o = { type: "start" };
+    const o = { type: "options" };
     const t = $("transcript-input").value.trim();
     if (t) o.transcript = t;
     const l = $("labels-input").value.trim();

@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from engines.errors import Overloaded
-from server.admission import Admission, RateLimiter
+from server.admission import Admission
 from server.errors import Draining, RateLimited, to_api_error
 from server.metrics import Metrics
+from server.rate_limit import LocalRateLimiter
 
 
 def test_capacity_is_running_plus_queue_and_full_rejects_at_once() -> None:
@@ -72,11 +73,11 @@ def test_draining_refuses_new_work_and_waits_for_in_flight() -> None:
 
 
 def test_token_bucket_allows_burst_then_limits_with_retry_after() -> None:
-    rl = RateLimiter(rate_per_s=0.5, burst=3)
+    rl = LocalRateLimiter(rate_per_s=0.5, burst=3)
     for _ in range(3):
-        rl.check("k1")
+        rl.take("k1")
     with pytest.raises(RateLimited) as exc:
-        rl.check("k1")
+        rl.take("k1")
     err = to_api_error(exc.value)
     assert err.status == 429 and int(err.headers()["Retry-After"]) >= 1
-    rl.check("k2")  # buckets are per key
+    rl.take("k2")  # buckets are per key

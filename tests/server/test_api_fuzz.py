@@ -1,6 +1,6 @@
 """Schemathesis against the real server's own OpenAPI schema: for every operation, requests built from the schema
 (positive) and deliberately outside it (negative) never get a 5xx, and every answer matches what the schema
-documents (status codes, content types, bodies)."""
+documents (status codes, content types, and bodies against the response schemas in `components.schemas`)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def fuzz(op: schemathesis.APIOperation, mode: schemathesis.GenerationMode) -> No
     @given(case=op.as_strategy(mode))
     @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
     def run(case: schemathesis.Case) -> None:
+        if mode is schemathesis.GenerationMode.POSITIVE and isinstance(case.body, dict) and isinstance(
+            case.body.get("max_tokens"), int
+        ):
+            # a transcript alone is a real analysis: keep the explanation short (the fuzzing is about the schema)
+            case.body["max_tokens"] = min(case.body["max_tokens"], 8)
         case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"}, excluded_checks=excluded, timeout=60)
 
     run()

@@ -26,3 +26,5 @@ def test_every_dashboard_query_names_an_exported_metric() -> None:
     queried = {n for p in panels for t in p["targets"] for n in re.findall(r"xemo_[a-z0-9_]+", t["expr"])}
     assert len(queried) >= 10
     assert queried <= exported(), sorted(queried - exported())
+    # the state shared through Redis is watched too: its errors and the async-job backlog
+    assert {"xemo_redis_errors_total", "xemo_redis_up", "xemo_jobs_backlog", "xemo_jobs_total"} <= queried

@@ -3,6 +3,7 @@ without decoding or running a model; anything that changes the input or asks for
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +14,16 @@ from servers import ServerProcess, start_server
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from server.result_cache import ResultCache, cache_key
+from server.result_cache import MemoryResultCache, cache_key
 
 FORM = {"max_tokens": "16", "temperature": "0", "transcript": "We actually won the final!"}
+KEYS = {"a": "cache-key-a", "b": "cache-key-b"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    srv = start_server(tmp_path_factory, "cache", {"XEMO_SERVER__RESULT_CACHE_ENTRIES": "8"})
+    env = {"XEMO_SERVER__RESULT_CACHE_ENTRIES": "8", "XEMO_SERVER__API_KEYS": json.dumps(list(KEYS.values()))}
+    srv = start_server(tmp_path_factory, "cache", env)
     yield srv
     srv.stop()
 
@@ -43,8 +46,11 @@ def same(a: dict, b: dict) -> bool:
     return {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
 
 
-def post(url: str, clip: bytes, **form: str) -> httpx.Response:
-    return httpx.post(url + "/v1/analyze", files={"video": ("c.mp4", clip)}, data={**FORM, **form}, timeout=120)
+def post(url: str, clip: bytes, who: str = "a", **form: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {KEYS[who]}"}
+    return httpx.post(
+        url + "/v1/analyze", files={"video": ("c.mp4", clip)}, data={**FORM, **form}, headers=headers, timeout=120
+    )
 
 
 @pytest.mark.slow
@@ -67,7 +73,12 @@ def test_a_repeated_request_is_answered_from_the_cache(server: ServerProcess, te
 
     # SSE replays the same events: label first, the cues, the tokens, done last with the cached answer
     with httpx.stream(
-        "POST", url + "/v1/analyze", files={"video": ("c.mp4", clip)}, data={**FORM, "stream": "true"}, timeout=120
+        "POST",
+        url + "/v1/analyze",
+        files={"video": ("c.mp4", clip)},
+        data={**FORM, "stream": "true"},
+        headers={"Authorization": f"Bearer {KEYS['a']}"},
+        timeout=120,
     ) as r:
         assert r.headers["x-xemo-cache"] == "hit"
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
@@ -77,7 +88,7 @@ def test_a_repeated_request_is_answered_from_the_cache(server: ServerProcess, te
 
     # and so does the WebSocket
     with connect(url.replace("http", "ws") + "/v1/stream") as ws:
-        ws.send(json.dumps({"type": "start", **FORM}))
+        ws.send(json.dumps({"type": "start", "api_key": KEYS["a"], **FORM}))
         ws.send(clip)
         ws.send(json.dumps({"type": "end"}))
         frames = []
@@ -102,18 +113,31 @@ def test_other_input_or_sampling_is_not_a_hit(server: ServerProcess, testsrc_mp4
     assert after[INGESTS] == before[INGESTS] + 2
 
 
+@pytest.mark.slow
+def test_another_api_key_never_hits_an_entry_it_did_not_make(server: ServerProcess, testsrc_mp4: Path) -> None:
+    clip, url = testsrc_mp4.read_bytes(), server.url
+    assert post(url, clip, "a").status_code == 200  # cached for key a (or already was)
+    assert post(url, clip, "a").headers["x-xemo-cache"] == "hit"
+    other = post(url, clip, "b")  # a hit here would tell key b that key a uploaded this clip
+    assert other.status_code == 200 and other.headers["x-xemo-cache"] == "miss" and "cached" not in other.json()
+    assert post(url, clip, "b").headers["x-xemo-cache"] == "hit"  # key b's own entry
+
+
 def test_lru_and_ttl() -> None:
-    now = [0.0]
-    c = ResultCache(entries=2, ttl_s=10, clock=lambda: now[0])
-    for k in "abc":
-        c.put(k, [{"type": "done", "answer": {"id": k}}])
-    assert c.get("a") is None and len(c) == 2  # the least recently used went first
-    got = c.get("b")
-    assert got == [{"type": "done", "answer": {"id": "b"}}]
-    got[0]["answer"]["id"] = "changed"  # a replay edits its copy, never the stored events
-    assert c.get("b")[0]["answer"]["id"] == "b"
-    now[0] = 11.0
-    assert c.get("b") is None and c.get("c") is None  # past the time to live
+    async def main() -> None:
+        now = [0.0]
+        c = MemoryResultCache(entries=2, ttl_s=10, clock=lambda: now[0])
+        for k in "abc":
+            await c.put(k, [{"type": "done", "answer": {"id": k}}])
+        assert await c.get("a") is None and len(c) == 2  # the least recently used went first
+        got = await c.get("b")
+        assert got == [{"type": "done", "answer": {"id": "b"}}]
+        got[0]["answer"]["id"] = "changed"  # a replay edits its copy, never the stored events
+        assert (await c.get("b"))[0]["answer"]["id"] == "b"
+        now[0] = 11.0
+        assert await c.get("b") is None and await c.get("c") is None  # past the time to live
+
+    asyncio.run(main())
 
 
 def test_the_key_separates_roles_and_options() -> None:
@@ -122,3 +146,7 @@ def test_the_key_separates_roles_and_options() -> None:
     assert cache_key(b"ab", b"c", opts) != cache_key(b"a", b"bc", opts)  # boundaries count
     assert cache_key(b"x", None, opts) != cache_key(b"x", None, {**opts, "max_tokens": 5})
     assert cache_key(b"x", None, opts) == cache_key(b"x", None, dict(reversed(opts.items())))
+    # the tenant and the settings fingerprint are part of the key: one API key never hits another's entry
+    assert cache_key(b"x", None, opts, "key-a") != cache_key(b"x", None, opts, "key-b")
+    assert cache_key(b"x", None, opts, "a", "f1") != cache_key(b"x", None, opts, "a", "f2")
+    assert cache_key(b"x", None, opts, "ab", "") != cache_key(b"x", None, opts, "a", "b")

@@ -1,8 +1,8 @@
 """WebSocket protocol fuzzing (Schemathesis covers only the OpenAPI side): random sequences of option frames,
 control frames, garbage text and binary chunks (pieces of a real clip among them) against a real server. Whatever
-arrives, every frame the server sends is one of the protocol's JSON frames, the socket closes with 1000 right
-after `done` or with a 4xxx code right after an `error` frame (never 4500, a server fault), and the server stays
-healthy with its slot free."""
+arrives, every frame the server sends is one of the protocol's JSON frames, valid against its published schema;
+the socket closes with 1000 right after `done` or with a 4xxx code right after an `error` frame (never 4500, a
+server fault), and the server stays healthy with its slot free."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import wire
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import ServerProcess, start_server
@@ -19,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.slow
-KINDS = {"label", "cue", "token", "done", "error"}
+KINDS = {"label", "cue", "token", "segment", "done", "error"}
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +98,15 @@ def exchange(url: str, sent: list[str | bytes]) -> tuple[list[dict], int]:
 
 def test_any_frame_sequence_gets_a_protocol_answer(server: ServerProcess, testsrc_mp4: Path) -> None:
     url = server.url.replace("http", "ws") + "/v1/stream"
+    published = wire.fetch(server.url)
 
     @given(sent=frames(testsrc_mp4.read_bytes()))
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
     def check(sent: list[str | bytes]) -> None:
         received, code = exchange(url, sent)
         assert all(f.get("type") in KINDS for f in received), received
+        for f in received:
+            published.event(f)  # each frame validates against its event's published JSON Schema
         if code == 1000:
             assert received and received[-1]["type"] == "done" and received[0]["type"] == "label"
         else:

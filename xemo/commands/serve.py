@@ -4,6 +4,7 @@ One worker (the default) runs in this process with a SIGTERM drain: `/readyz` tu
 requests in flight finish within `drain_timeout_s`, then the process exits 0. With several workers uvicorn's
 supervisor runs `server.app:create_app_from_env` in each and uses uvicorn's own graceful shutdown (it stops
 accepting connections at once, then lets requests in flight finish within `drain_timeout_s`).
+`--ray` runs the same app as a Ray Serve application instead (server/ray_serve.py).
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def uvicorn_kwargs(settings: Settings, host: str | None, port: int | None) -> di
 
 def run(settings: Settings, host: str | None, port: int | None) -> int:
     from server import logging as xlog
+    from xemo.commands.preflight import preflight
+
+    if rc := preflight(settings):
+        return rc
 
     xlog.configure(settings.log_level, settings.server.log_json)
     kwargs = uvicorn_kwargs(settings, host, port)
@@ -91,3 +96,15 @@ def run(settings: Settings, host: str | None, port: int | None) -> int:
     server = DrainingServer(config, app.state.xemo, settings.server.drain_timeout_s)
     server.run()
     return 0
+
+
+def run_ray(settings: Settings, host: str | None, port: int | None) -> int:
+    from server import logging as xlog
+
+    xlog.configure(settings.log_level, settings.server.log_json)
+    try:
+        from server.ray_serve import serve_until_signalled
+    except ImportError as e:
+        log.error("`xemo serve --ray` needs Ray Serve: pip install '.[ray]'", extra={"error": str(e)})
+        return 2
+    return serve_until_signalled(settings, host or settings.server.host, settings.server.port if port is None else port)

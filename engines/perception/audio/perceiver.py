@@ -10,8 +10,9 @@ from engines.errors import BadRequest, MediaError
 from engines.perception.audio import prosody
 from engines.perception.audio.cues import vocal_cues
 from engines.perception.audio.laughter import laughter_bursts
-from engines.perception.audio.vad import SileroVad
+from engines.perception.audio.vad import SileroVad, gain_db
 from engines.perception.audio.voice_quality import voice_quality_features
+from engines.perception.resolve import cap_by_strength, resolve_opposites
 from engines.types import Cue
 from xemo.settings import LiteSettings
 
@@ -26,6 +27,9 @@ class AudioResult:
     cues: list[Cue] = field(default_factory=list)
     features: dict[str, float] = field(default_factory=dict)
     summary: str = "no audio"
+    # "vad": segments found by the detector; "transcript": the detector heard none but the transcript has words,
+    # so speech is taken as present and too soft to measure (no segments, no vocal cues); see reconcile.py.
+    speech_source: str = "vad"
 
 
 class AudioPerceiver:
@@ -51,7 +55,8 @@ class AudioPerceiver:
         segments = self.vad.segments(x)
         if not segments:
             return AudioResult(
-                False, features={"duration_s": round(duration, 3)}, summary="no speech detected in the audio"
+                False, features={"duration_s": round(duration, 3), "vad_gain_db": round(gain_db(x), 2)},
+                summary="no speech detected in the audio",
             )
 
         f0, voiced = prosody.pitch_track(x, segments)
@@ -74,6 +79,8 @@ class AudioPerceiver:
                 )
             )
         feats["laughter_bursts"] = float(sum(1 for c in cues if c.text == "laughter-like bursts"))
+        feats["vad_gain_db"] = gain_db(x)
+        cues = cap_by_strength(resolve_opposites(cues), {"auditory": self.settings.max_auditory_cues})
         for c in cues:  # frame grids overhang the last sample: clamp, then floor to 10 ms
             c.start = float(np.floor(min(max(c.start or 0.0, 0.0), duration) * 100) / 100)
             c.end = float(np.floor(min(max(c.end or 0.0, 0.0), duration) * 100) / 100)

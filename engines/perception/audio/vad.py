@@ -3,6 +3,12 @@
 The silero-vad wheel ships `silero_vad_16k_sequence.onnx`, which scores every 32 ms window of a clip in one
 session call (same probabilities as the streaming model, about 2x faster). We locate the file without importing
 the `silero_vad` package (its `__init__` imports torch) and never use `silero_vad.read_audio` (torchcodec trap).
+
+The model hears level: a whispered sentence at -45 dBFS peak scores below 0.2 although the same audio brought
+to -6 dBFS scores 1.0. So the detector scores a copy of the audio whose near-peak level is raised to
+TARGET_PEAK (never lowered, by at most MAX_GAIN_DB); on white, pink or mains-hum noise and on a steady tone,
+raised the same way, it still finds no speech (checked at -50 dBFS). Loudness cues are measured on the audio as
+it came, not on this copy.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from engines.errors import ModelError
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples scored per step at 16 kHz
 CONTEXT = 64  # samples of the previous window the model sees
+TARGET_PEAK = 0.5  # -6 dBFS
+MAX_GAIN_DB = 40.0
+PEAK_PERCENTILE = 99.9  # near-peak level: one click does not set the gain
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,20 @@ class SileroVad:
         return np.asarray(probs, np.float32).reshape(-1)
 
     def segments(self, audio: np.ndarray) -> list[tuple[float, float]]:
-        """Speech segments in seconds, clipped to the audio."""
-        return probs_to_segments(self.probabilities(audio), len(audio) / SAMPLE_RATE, self.params)
+        """Speech segments in seconds, clipped to the audio (scored at a normalised level, see `gain_db`)."""
+        g = gain_db(audio)
+        x = audio if g == 0.0 else audio * np.float32(10 ** (g / 20))
+        return probs_to_segments(self.probabilities(x), len(audio) / SAMPLE_RATE, self.params)
+
+
+def gain_db(audio: np.ndarray) -> float:
+    """The gain (dB, 0..MAX_GAIN_DB) that brings the audio's near-peak level to TARGET_PEAK for detection."""
+    if not len(audio):
+        return 0.0
+    peak = float(np.percentile(np.abs(audio), PEAK_PERCENTILE))
+    if peak <= 0.0:
+        return 0.0
+    return float(np.clip(20 * np.log10(TARGET_PEAK / peak), 0.0, MAX_GAIN_DB))
 
 
 def probs_to_segments(probs: np.ndarray, duration_s: float, p: VadParams) -> list[tuple[float, float]]:

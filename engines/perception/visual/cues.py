@@ -119,7 +119,9 @@ class ClipCues:
         return np.array([r[key] if r is not None else np.nan for r in self.rows], dtype=np.float64)
 
     def baseline(self, v: np.ndarray) -> float | None:
-        return float(np.nanmedian(v)) if self.n_face >= MIN_BASELINE_FRAMES else None
+        if int(np.isfinite(v).sum()) < MIN_BASELINE_FRAMES:
+            return None
+        return float(np.nanmedian(v))
 
     def fer_mean(self, label: str, mask: np.ndarray) -> float | None:
         if self.fer is None or not mask.any():
@@ -263,7 +265,7 @@ class ClipCues:
     def head_motion(self, measure: str, name: str, texts: tuple[str, str]) -> Cue | None:
         """Nods (pitch) and shakes (yaw): repeated reversals of the head angle, each swing quick enough."""
         v = self.series(measure)
-        ok = self.face
+        ok = self.face & np.isfinite(v)  # head pose is NaN in frames where the camera moved
         if ok.sum() < 3:
             return None
         tt, vv = self.t[ok], v[ok]

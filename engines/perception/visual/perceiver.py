@@ -1,5 +1,9 @@
 """The lite video cue front end: frames -> largest face -> measures + FER expression -> visual cues.
 
+Only the frames of one face in one shot are measured (shots.py: shot cuts, a jump to another face, faces too
+small to read; head pose is not read while the camera moves); opposite cues are then resolved and the strongest
+`lite.max_visual_cues` kept (engines/perception/resolve.py). `per_frame` says, per frame, what was measured.
+
 `VisualPerceiver(settings.lite).perceive(frames, times)` is what the lite pipeline's visual stage calls;
 `perceive_batch` serves the dynamic batcher (face meshes run per frame, FER crops of all clips run as one batch).
 Thread-safe: MediaPipe graphs come from a pool, ONNX Runtime sessions allow concurrent runs.
@@ -14,14 +18,16 @@ from typing import Any
 import numpy as np
 
 from engines.errors import BadRequest
+from engines.perception.resolve import cap_by_strength, resolve_opposites
 from engines.perception.visual import cues as cue_rules
-from engines.perception.visual import geometry
+from engines.perception.visual import geometry, shots
 from engines.perception.visual.face import FaceMesher, FrameFace
 from engines.perception.visual.fer import FER_LABELS, FerClassifier, face_crops
 from engines.types import Cue
 from xemo.settings import LiteSettings
 
 MAX_FRAMES = 1024  # a clip's frames are capped by ingest long before this; guards direct callers
+POSE = ("yaw", "pitch", "roll")
 
 
 @dataclass
@@ -80,7 +86,7 @@ class VisualPerceiver:
         checked = [_check(f, t) for f, t in items]
         faces = [self.mesher.detect(f) for f, _ in checked]
         probs = self._expressions(checked, faces)
-        return [self._result(ts, ff, p) for (_, ts), ff, p in zip(checked, faces, probs, strict=True)]
+        return [self._result(fr, ts, ff, p) for (fr, ts), ff, p in zip(checked, faces, probs, strict=True)]
 
     def _expressions(self, checked: list[tuple[np.ndarray, list[float]]],
                      faces: list[list[FrameFace]]) -> list[np.ndarray | None]:
@@ -101,7 +107,9 @@ class VisualPerceiver:
                 out[ci][fi] = row
         return out
 
-    def _result(self, times: list[float], ff: list[FrameFace], probs: np.ndarray | None) -> VisualResult:
+    def _result(self, frames: np.ndarray, times: list[float], ff: list[FrameFace],
+                probs: np.ndarray | None) -> VisualResult:
+        st = self.settings
         rows: list[dict[str, float] | None] = []
         for f in ff:
             try:
@@ -109,25 +117,62 @@ class VisualPerceiver:
             except ValueError:  # degenerate mesh (eye corners coincide): treat as no usable face
                 rows.append(None)
         counts = [f.n_faces for f in ff]
-        n_face = sum(r is not None for r in rows)
+        small = [r is not None and f.box is not None and f.box[2] - f.box[0] < st.min_face_px
+                 for r, f in zip(rows, ff, strict=True)]
+        usable = [f.box if r is not None and not sm else None for r, f, sm in zip(rows, ff, small, strict=True)]
+        steps = shots.frame_steps(frames, [f.box for f in ff], st.shot_cut_distance, st.camera_shift_frac)
+        track = shots.tracks(usable, steps.cut)
+        main = shots.main_track(track)
+        moving = np.zeros(len(times), dtype=bool)
+        moving[:-1] |= steps.camera_moving
+        moving[1:] |= steps.camera_moving
+        used: list[dict[str, float] | None] = []
+        for i, r in enumerate(rows):
+            if r is None or not main[i]:
+                used.append(None)
+            elif moving[i]:  # expression measures hold; the head pose may be the camera's
+                used.append({**r, **{k: math.nan for k in POSE}})
+            else:
+                used.append(r)
+        n_seen = sum(r is not None for r in rows)
+        n_face = sum(r is not None for r in used)
         per_frame: list[dict[str, Any]] = []
         for i, (t, r) in enumerate(zip(times, rows, strict=True)):
             d: dict[str, Any] = {"t": round(t, 3), "faces": counts[i]}
+            if i and steps.cut[i - 1]:
+                d["shot_cut_before"] = True
+            if moving[i]:
+                d["camera_moving"] = True
             if r is not None:
                 d.update({k: round(v, 4) for k, v in r.items()})
+                d["track"] = int(track[i])
+                d["measured"] = bool(main[i])
+                if small[i]:
+                    d["too_small"] = True
                 if probs is not None:
                     d["fer"] = {lb: round(float(p), 4) for lb, p in zip(FER_LABELS, probs[i], strict=True)}
             per_frame.append(d)
-        if n_face == 0:
+        if n_seen == 0:
             what = "no frames" if not times else f"no face seen in {len(times)} frames"
             return VisualResult(False, counts, [], {}, per_frame, what)
+        if n_face == 0:
+            what = f"a face seen in {n_seen}/{len(times)} frames, too small to read (under {st.min_face_px} px wide)"
+            return VisualResult(True, counts, [], {}, per_frame, what)
         expression: dict[str, float] = {}
         if probs is not None:
-            mask = np.array([r is not None for r in rows])
+            mask = np.array([r is not None for r in used])
             mean = np.nanmean(probs[mask], axis=0)
             expression = {lb: round(float(p), 4) for lb, p in zip(FER_LABELS, mean, strict=True)}
-        cues = cue_rules.clip_cues(times, rows, probs)
-        summary = f"face seen in {n_face}/{len(times)} frames"
+        cues = cue_rules.clip_cues(times, used, probs)
+        cues = cap_by_strength(resolve_opposites(cues), {"visual": st.max_visual_cues})
+        summary = f"face seen in {n_seen}/{len(times)} frames"
+        if n_face < n_seen:
+            summary += f", {n_face} of them in one shot with one face measured"
+        n_cuts, n_moving = int(steps.cut.sum()), int(moving.sum())
+        if n_cuts:
+            summary += f"; {n_cuts} shot cut{'s' if n_cuts > 1 else ''}"
+        if n_moving:
+            summary += f"; camera moving in {n_moving} frames (head pose not read there)"
         if max(counts) > 1:
             summary += f" (up to {max(counts)} faces; the largest is described)"
         if expression:

@@ -78,11 +78,27 @@ def test_request_labels_and_max_tokens_are_respected(pipeline: Any, clip: Clip) 
 def test_video_only_and_audio_only(pipeline: Any, clip: Clip) -> None:
     from dataclasses import replace
 
-    v = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=replace(clip, audio=None, audio_info=None))))
+    said = "hello"  # the same subtitle in both (else the audio-only clip gets its recognised speech as subtitle)
+    v = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=replace(clip, audio=None, audio_info=None), transcript=said)))
     assert v.usage["prompt_tokens_audio"] == 0 and v.usage["prompt_tokens_video"] == 16
-    a = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=replace(clip, frames=None, video=None))))
+    a = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=replace(clip, frames=None, video=None), transcript=said)))
     assert a.usage["prompt_tokens_video"] == 0 and a.usage["prompt_tokens_audio"] > 0
     assert a.usage["prompt_tokens_text"] < v.usage["prompt_tokens_text"] + 5  # one sentence each, dropped
+
+
+def test_recognised_speech_fills_the_subtitle(pipeline: Any, clip: Clip) -> None:
+    """No transcript: the clip's own speech, in English, is the subtitle; the same text sent by the client gives
+    the same prompt and answer, and then no ASR runs."""
+    heard = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=clip, max_tokens=4)))
+    t = heard.transcript
+    assert t is not None and t.source == "asr" and t.language == "en" and "believe" in t.english.lower()
+    assert "asr" in heard.timings
+    given = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=clip, transcript=t.english, max_tokens=4)))
+    assert given.transcript.source == "client" and given.transcript.text == t.english
+    assert "asr" not in given.timings
+    assert given.usage == heard.usage and given.emotion == heard.emotion
+    bare = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=clip, transcript="   ", max_tokens=4)))
+    assert bare.usage["prompt_tokens_text"] == heard.usage["prompt_tokens_text"]  # blank text: ASR fills it
 
 
 def test_audio_stage_batches_mixed_lengths(pipeline: Any, clip: Clip) -> None:
