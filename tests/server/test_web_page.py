@@ -40,6 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
             "XEMO_INGEST__MAX_BYTES": str(MAX_BYTES),
             "XEMO_SERVER__REQUEST_TIMEOUT_S": "600",  # a loaded 2-core machine; the browser waits as long
         },
+        ready_timeout=600,
     )
     yield srv
     srv.stop()
