@@ -97,8 +97,9 @@ class LitePipeline(Pipeline):
             from engines.perception.asr import AsrStage
 
             self.stages["asr"] = AsrStage(self.settings.asr)
+        asr = f"{self.stages['asr'].recognizer.name} | " if "asr" in self.stages else ""
         self.model = (f"xemo-lite: MediaPipe face mesh + FER mini-Xception | silero-vad + librosa prosody | "
-                      f"VADER | {self.llm.name}")
+                      f"{asr}VADER | {self.llm.name}")
 
     def warmup(self) -> None:
         super().warmup()
