@@ -117,8 +117,13 @@ class LitePipeline(Pipeline):
 
     def _describe(self) -> None:
         assert self.llm is not None
+        asr = ""
+        if "asr" in self.stage_names():
+            from engines.perception.asr.recognizer import recognizer_name
+
+            asr = f"{recognizer_name(self.settings.asr)} | "
         self.model = (f"xemo-lite: MediaPipe face mesh + FER mini-Xception | silero-vad + librosa prosody | "
-                      f"VADER | {self.llm.name}")
+                      f"{asr}VADER | {self.llm.name}")
 
     def warmup(self) -> None:
         super().warmup()

@@ -140,6 +140,8 @@ class XEmoGPTPipeline(Pipeline):
 
             self.stages["asr"] = AsrStage(self.settings.asr)
         self.model = f"XEmoGPT: CLIP+VECB, HuBERT+AECB ({self.front_ends.runtime}) | {self.llm.name}"
+        if "asr" in self.stages:
+            self.model += f" | {self.stages['asr'].recognizer.name}"
         if "checkpoint" in src.report:  # no checkpoint: say so wherever the model is named
             self.model += " | UNTRAINED bridges (no xemogpt.checkpoint)"
 
