@@ -25,13 +25,15 @@ class Dist:
         return self.rank == 0
 
 
-def setup(use_cuda: bool) -> Dist:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); NCCL on GPUs, gloo on CPU."""
+def setup(use_cuda: bool, init_method: str = "env://") -> Dist:
+    """Join the process group torchrun (or the caller) describes with WORLD_SIZE > 1 and RANK; NCCL on GPUs,
+    gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo", init_method=init_method,
+                                rank=int(os.environ["RANK"]), world_size=world)
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

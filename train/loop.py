@@ -126,7 +126,7 @@ def run(settings: Settings, stage: str, data_dir: Path, out: Path, steps: int | 
     total = t.steps if steps is None else steps
     if total < 0:
         raise BadRequest("--steps must be 0 or more")
-    d = distributed.setup(torch.cuda.is_available() and not t.device.startswith("cpu"))
+    d = distributed.setup(torch.cuda.is_available() and not t.device.startswith("cpu"), t.dist_init)
     try:
         return _run(settings, stage, Path(data_dir), Path(out), total, init, progress, d)
     finally:

@@ -180,6 +180,9 @@ class TrainSettings(BaseModel):
     device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is available, else cpu
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     cpu_threads: int = Field(0, ge=0)  # torch intra-op threads per process on CPU (0 = torch's default)
+    # torch.distributed rendezvous when WORLD_SIZE > 1: env:// is torchrun's (MASTER_ADDR / MASTER_PORT);
+    # file:///shared/path needs no listening socket (ranks from RANK / WORLD_SIZE / LOCAL_RANK)
+    dist_init: str = "env://"
     feature_cache_mb: int = Field(1024, ge=0)  # frozen-encoder outputs kept in memory per process (0 = off)
     # Stage 1 (VECB) and 2 (AECB): the contrastive space and its learnable temperature (CLIP's init and cap).
     embed_dim: int = Field(768, ge=1)
