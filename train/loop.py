@@ -152,16 +152,19 @@ def _run(settings: Settings, stage: str, data_dir: Path, out: Path, total: int, 
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
 
+    state = ckpt.load_run(ckpt_path) if ckpt_path.is_file() else None
+    if state is not None and state["stage"] != stage:
+        raise BadRequest(f"{out} holds a {state['stage']} run; use another --out for {stage}")
+    if state is None and init is not None and not init.is_file():
+        raise BadRequest(f"--init: checkpoint file not found: {init}")
+
     built = build(settings, stage, device, bf16)
     m = built.model
     trainable = m.set_trainable()
     opt = _optimizer(m, settings)
     start = 0
     init_report: dict[str, Any] | None = None
-    if ckpt_path.is_file():
-        state = ckpt.load_run(ckpt_path)
-        if state["stage"] != stage:
-            raise BadRequest(f"{out} holds a {state['stage']} run; use another --out for {stage}")
+    if state is not None:
         ckpt.load_released(m, state["state_dict"], x.lora_r, x.lora_alpha, require_heads=True)
         if "optimizer" in state:
             opt.load_state_dict(state["optimizer"])

@@ -23,14 +23,8 @@ def plot_run(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
         for k in keys:
             ax.plot([r["step"] for r in train if k in r], [r[k] for r in train if k in r], label=k,
                     linewidth=2 if k == "loss" else 1)
-        ax.set_xlabel("step")
         ax.set_ylabel("loss")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "loss.png", dpi=100)
-        plt.close(fig)
-        written.append(out / "loss.png")
+        written.append(_save(plt, fig, ax, out / "loss.png"))
     evals = [r for r in rows if "eval" in r]
     if evals:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -38,12 +32,16 @@ def plot_run(out: Path, rows: list[dict[str, Any]]) -> list[Path]:
             pts = [(r["step"], r[k]) for r in evals if isinstance(r.get(k), int | float)]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=k, linestyle="--" if k == "chance" else "-")
-        ax.set_xlabel("step")
         ax.set_ylim(0, 1.05)
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / "eval.png", dpi=100)
-        plt.close(fig)
-        written.append(out / "eval.png")
+        written.append(_save(plt, fig, ax, out / "eval.png"))
     return written
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: Path) -> Path:
+    ax.set_xlabel("step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
