@@ -54,8 +54,9 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def build_models(size: str, root: Path) -> dict[str, Any]:
-    """Model dirs for a size: tiny from tests/tiny_models.py; base/full random weights of those shapes."""
+def build_models(size: str, root: Path, llm: bool = True) -> dict[str, Any]:
+    """Model dirs for a size: tiny from tests/tiny_models.py; base/full random weights of those shapes (the
+    LLM only when a stage-3 row needs it: stages 1-2 read its config alone)."""
     from tiny_models import build_tiny_xemogpt
 
     tiny = build_tiny_xemogpt(root / "tiny")
@@ -88,7 +89,10 @@ def build_models(size: str, root: Path) -> dict[str, Any]:
     tok = AutoTokenizer.from_pretrained(tiny["llm"])
     llm_cfg = Qwen3Config(**s["llm"], vocab_size=151936, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
                           eos_token_id=tok.eos_token_id)
-    Qwen3ForCausalLM(llm_cfg).save_pretrained(d["llm"])
+    if llm:
+        Qwen3ForCausalLM(llm_cfg).save_pretrained(d["llm"])
+    else:
+        llm_cfg.save_pretrained(d["llm"])
     tok.save_pretrained(d["llm"])
     return {**d, "lora": s["lora"]}
 
@@ -152,7 +156,7 @@ def main() -> None:
         root = Path(tmp)
         data = synthetic_data(root / "data", max(a.batch * 2, 4), a.audio_s)
         for size in a.sizes.split(","):
-            models = build_models(size, root / "models")
+            models = build_models(size, root / "models", llm="stage3" in a.stages)
             for stage in a.stages.split(","):
                 row = bench_stage(size, models, stage, data, a.steps, a.batch, a.device, root / "runs")
                 results.append(row)

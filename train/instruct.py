@@ -85,22 +85,29 @@ def target_ids(m: Any, text: str) -> list[int]:
     return ids[: m.settings.train.max_target_tokens]
 
 
-def lm_loss(m: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    samples = batch["samples"]
+def lm_inputs(m: Any, samples: list[Sample], labels: list[str]
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[dict[str, int]]]:
+    """(inputs_embeds (B, L, H), attention mask (B, L), labels (B, L) with -100 on BOS, prompt and padding,
+    each sample's prompt usage)."""
     video, audio = modality_tokens(m, samples)
     emb = m.llm.get_input_embeddings()
-    seqs, labels = [], []
+    seqs, rows, usage = [], [], []
     for k, s in enumerate(samples):
         tids = target_ids(m, s.target)
-        p = layout(m, video[k], audio[k], s.subtitle, batch["labels"],
-                   m.settings.xemogpt.max_context - len(tids))
+        p = layout(m, video[k], audio[k], s.subtitle, labels, m.settings.xemogpt.max_context - len(tids))
         ctx = embed(m, p.segments)
         seqs.append(torch.cat([ctx, emb(torch.tensor(tids, device=ctx.device))]))
-        labels.append(torch.tensor([-100] * ctx.shape[0] + tids, device=ctx.device))
+        rows.append(torch.tensor([-100] * ctx.shape[0] + tids, device=ctx.device))
+        usage.append(p.usage)
     x, att = _pad(m, seqs)
     lab = torch.full(att.shape, -100, dtype=torch.long, device=x.device)
-    for k, row in enumerate(labels):
+    for k, row in enumerate(rows):
         lab[k, : row.shape[0]] = row
+    return x, att, lab, usage
+
+
+def lm_loss(m: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    x, att, lab, _ = lm_inputs(m, batch["samples"], batch["labels"])
     logits = m.llm(inputs_embeds=x, attention_mask=att).logits[:, :-1].float()
     tgt = lab[:, 1:]
     total = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100,
