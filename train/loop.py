@@ -76,8 +76,8 @@ def collate(built: Built, stage: str, samples: list[Sample], rand: dict[str, tor
     return batch
 
 
-def _evaluate(built: Built, stage: str, samples: list[Sample], labels: list[str], settings: Settings
-              ) -> dict[str, Any]:
+def _evaluate(built: Built, stage: str, samples: list[Sample], train: list[Sample], labels: list[str],
+              settings: Settings) -> dict[str, Any]:
     from train import evaluate
 
     m = built.model
@@ -87,7 +87,10 @@ def _evaluate(built: Built, stage: str, samples: list[Sample], labels: list[str]
         if stage == "stage3":
             return evaluate.instruction(m, chosen, labels, settings.train.eval_max_new_tokens, settings.eval.embedder)
         assert built.text is not None
-        return evaluate.retrieval(m, built.text, chosen)
+        row = evaluate.retrieval(m, built.text, chosen)
+        # R@1 among training clips too: how well the bridge fits what it trains on, next to how it generalises
+        fit = evaluate.retrieval(m, built.text, train[: settings.train.eval_max_samples])
+        return row | {"train_r1": fit["r1"], "train_chance": fit["chance"]}
     finally:
         m.train()
 
@@ -206,7 +209,7 @@ def _run(settings: Settings, stage: str, data_dir: Path, out: Path, total: int, 
     order = BatchOrder(len(train_s), t.batch_size * d.world, t.seed)
     evals: list[dict[str, Any]] = [r for r in rows if "eval" in r]
     if start == 0 and total > 0 and d.main:
-        row = {"step": 0, "eval": eval_split, **_evaluate(built, stage, val_s, labels, settings)}
+        row = {"step": 0, "eval": eval_split, **_evaluate(built, stage, val_s, train_s, labels, settings)}
         log(row)
         evals.append(row)
     distributed.barrier()
@@ -243,7 +246,7 @@ def _run(settings: Settings, stage: str, data_dir: Path, out: Path, total: int, 
         bar.update(done, values["loss"])
         if done % t.eval_every == 0 or done == total:
             if d.main:
-                row = {"step": done, "eval": eval_split, **_evaluate(built, stage, val_s, labels, settings)}
+                row = {"step": done, "eval": eval_split, **_evaluate(built, stage, val_s, train_s, labels, settings)}
                 log(row)
                 evals.append(row)
             distributed.barrier()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-EVAL_KEYS = ("r1", "chance", "label_accuracy", "emocue360_f1")
+EVAL_KEYS = ("r1", "train_r1", "chance", "label_accuracy", "emocue360_f1")
 SKIP = {"step", "lr", "samples_per_s", "eval"}
 
 
