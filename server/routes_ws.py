@@ -4,8 +4,8 @@ Protocol (client -> server): one JSON text frame with the options (`transcript`,
 `temperature`; `api_key` when the handshake cannot carry an Authorization header); then the clip as binary
 frames; `{"type": "audio"}` switches the following binary frames to a separate audio file (`{"type": "video"}`
 back); then `{"type": "end"}`. `{"type": "cancel"}` at any time stops the work. Server -> client: JSON frames
-`{"type": "label"|"cue"|"token"|"done"|"error", ...}` with the same content as the SSE events, then close 1000
-after `done`. Any failure sends an `error` frame (the HTTP envelope) and closes with 4000 + the HTTP status
+`{"type": "label"|"cue"|"token"|"segment"|"done"|"error", ...}` with the same content as the SSE events, then
+close 1000 after `done`. Any failure sends an `error` frame (the HTTP envelope) and closes with 4000 + the HTTP status
 (4400 bad protocol use, 4401 auth, 4413 too large, 4415/4422 bad media, 4429 rate limit, 4503 overload,
 4504 timeout, 4500 server fault).
 """

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 pytestmark = pytest.mark.slow
-KINDS = {"label", "cue", "token", "done", "error"}
+KINDS = {"label", "cue", "token", "segment", "done", "error"}
 
 
 @pytest.fixture(scope="module")
