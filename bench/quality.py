@@ -135,11 +135,19 @@ def claims_of(answer: Any) -> list[dict[str, Any]]:
     out = []
     segs = getattr(answer, "segments", None) or []
     if segs:
+        from engines.lite.explain import clause
+
+        by_id = {c.id: c for c in answer.cues}
         for s in segs:
-            if s.kind in ("absence", "conclusion"):
-                continue
-            for cl in _clauses(s.text):
-                out.append({"text": cl, "kind": s.kind, "cue_ids": list(s.cue_ids)})
+            if s.kind == "observation":  # one claim per cue it states, in the words it states it
+                for i in s.cue_ids:
+                    text = clause(by_id[i]) if i in by_id and clause(by_id[i]) in s.text else s.text
+                    out.append({"text": _OPENER.sub("", text.strip()).rstrip("."), "kind": s.kind, "cue_ids": [i]})
+            elif s.kind == "interpretation":
+                out.append({"text": s.text.strip().rstrip("."), "kind": s.kind, "cue_ids": list(s.cue_ids)})
+            elif s.kind == "model_text":
+                out += [{"text": cl, "kind": s.kind, "cue_ids": []} for sent in _SENT.split(s.text)
+                        for cl in _clauses(sent)]
         return out
     for sent in _SENT.split(answer.explanation):
         if not sent.strip() or re.match(r"\s*(?:these cues suggest|no (?:face|speech|transcript|cues)\b)", sent, re.I):
