@@ -94,8 +94,9 @@ def test_no_soft_voice_cue_never_yields_a_soft_voice(lite: LitePipeline) -> None
     # the prompt all but dictates a soft voice; only the grammar stands in the way
     push = ("Cues:\n- voice: the voice is soft; the voice is soft and low\nEmotion: sad\nExplanation: In the audio, "
             "the voice is soft and low. The voice is soft. The voice is soft.\n") * 3
-    for seed in range(4):
-        text = generate(lite, ex, push + "Cues:\n- voice: the voice is soft\nEmotion: sad\nExplanation:", seed)
+    for seed, temperature in ((0, 0.0), (1, 0.7), (2, 1.0), (3, 1.5)):
+        text = generate(lite, ex, push + "Cues:\n- voice: the voice is soft\nEmotion: sad\nExplanation:", seed,
+                        temperature)
         assert "soft" not in text.lower(), text
 
 
