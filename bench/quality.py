@@ -42,6 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+# the decoder worker processes ingest spawns must import this checkout too
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
 SUPPORT_COSINE = 0.6
 # The constant generic explanation (one cue list per category), the floor EmoCue-360 must beat.
