@@ -103,10 +103,17 @@ def clips(tmp: Path) -> list[dict[str, Any]]:
 
 
 async def analyze(pipe: Any, clip: dict[str, Any]) -> dict[str, Any]:
+    from engines.errors import ModelError
     from engines.ingest import ingest
     from engines.types import AnalyzeRequest, DoneEvent, TokenEvent
 
-    c = ingest(Path(clip["video"]), None, pipe.settings.ingest)
+    for attempt in range(3):  # a decoder process may miss its start-up deadline on a loaded machine
+        try:
+            c = ingest(Path(clip["video"]), None, pipe.settings.ingest)
+            break
+        except ModelError:
+            if attempt == 2:
+                raise
     t = time.perf_counter()
     req = AnalyzeRequest(clip=c, transcript=clip.get("transcript"))
     n_tokens, first = 0, None
