@@ -203,6 +203,7 @@ class LitePipeline(Pipeline):
         generated = 0
         t = time.perf_counter()
         first_token_at: float | None = None
+        text = ""
         if not explainer.empty:
             params = SamplingParams(
                 # a cut-off output leaves its last sentence incomplete (dropped), so by default the budget is the
@@ -213,7 +214,7 @@ class LitePipeline(Pipeline):
                 top_p=self.settings.generation.top_p, seed=self.settings.generation.seed,
                 lark=explainer.grammar(),
             )
-            text, done = "", 0
+            done = 0
             gen = self.llm.generate([parts.label_prompt + " " + label + parts.explanation_prefix], params)
             async with contextlib.aclosing(gen):
                 async for tok in gen:
@@ -228,6 +229,9 @@ class LitePipeline(Pipeline):
                     for seg in ready[done:]:
                         yield add(seg)
                     done = len(ready)
+        # a sentence cut off by max_tokens is not a segment: say so rather than pass it off as the whole text
+        model_chars = sum(len(s.text) for s in segments if s.kind in ("observation", "interpretation"))
+        dropped = int(not explainer.empty and len(text.strip()) > model_chars)
         cited = list(dict.fromkeys(i for s in segments for i in s.cue_ids))
         if explainer.empty:
             yield add(Segment(NO_CUES.format(label=label), "conclusion"))
@@ -245,7 +249,7 @@ class LitePipeline(Pipeline):
             usage={"prompt_tokens": self.llm.prompt_tokens([parts.label_prompt]),
                    "generated_tokens": generated, "cues_visual": sum(c.modality == "visual" for c in cues),
                    "cues_auditory": sum(c.modality == "auditory" for c in cues),
-                   "cues_verbal": sum(c.modality == "verbal" for c in cues)},
+                   "cues_verbal": sum(c.modality == "verbal" for c in cues), "cut_off_sentences": dropped},
             segments=segments,
         )
         yield DoneEvent(answer)
