@@ -45,6 +45,7 @@ import real_clips  # noqa: E402
 from analyze import make_clip  # noqa: E402
 
 from engines.ingest import ingest  # noqa: E402
+from engines.ingest import warmup as ingest_warmup  # noqa: E402
 from engines.ingest.pool import get_pool  # noqa: E402
 from engines.pipeline import build_pipeline  # noqa: E402
 from engines.types import AnalyzeRequest  # noqa: E402
@@ -151,7 +152,8 @@ def serial_runner(pipeline: Any) -> Callable:
     return run
 
 
-def one_request(pipeline: Any, meter: Meter, path: Path, transcript: str | None) -> dict[str, Any]:
+def one_request(pipeline: Any, meter: Meter, path: Path, transcript: str | None,
+                max_tokens: int | None = None) -> dict[str, Any]:
     settings = pipeline.settings.ingest
     pool = get_pool(settings.decode_workers, settings.worker_memory_mb)
     meter.cpu.clear()
@@ -163,7 +165,7 @@ def one_request(pipeline: Any, meter: Meter, path: Path, transcript: str | None)
     # a worker recycled during the job is counted by its replacement's full time (a lower bound for the old one)
     workers = sum(w1[p] - w0.get(p, 0.0) for p in w1)
     with meter.stage("other"):
-        answer = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=clip, transcript=transcript),
+        answer = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=clip, transcript=transcript, max_tokens=max_tokens),
                                               serial_runner(pipeline)))
     total_here = time.process_time() - cpu0
     row = {k: meter.cpu.get(k, 0.0) for k in STAGES}
@@ -190,6 +192,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1, help="measured runs per clip (after one warm-up request)")
     ap.add_argument("--samples", type=Path, default=real_clips.SAMPLES)
     ap.add_argument("--no-generated", action="store_true", help="skip the generated 10 s clip")
+    ap.add_argument("--max-tokens", type=int, default=None, help="cap the explanation (default: the settings')")
     ap.add_argument("--out", type=Path, default=real_clips.RESULTS / "cpu_profile.json")
     args = ap.parse_args()
 
@@ -197,6 +200,7 @@ def main() -> None:
     pipeline = build_pipeline(settings)
     pipeline.load()
     pipeline.warmup()
+    ingest_warmup(settings.ingest)
     meter = Meter()
     instrument(pipeline, meter)
     load_before = loadavg()
@@ -208,10 +212,11 @@ def main() -> None:
             clips.append(("generated_10s", make_clip(Path(d)), None))
         dev = [rc for rc in real_clips.listing(args.samples) if rc.path.parent.name == "dev"]
         clips += [(rc.id, rc.path, rc.transcript) for rc in dev]
-        one_request(pipeline, meter, clips[0][1], clips[0][2])  # warm-up: lazy paths of the first request
+        # warm-up: the lazy paths of the first request
+        one_request(pipeline, meter, clips[0][1], clips[0][2], args.max_tokens)
         results = []
         for cid, path, transcript in clips:
-            runs = [one_request(pipeline, meter, path, transcript) for _ in range(max(1, args.runs))]
+            runs = [one_request(pipeline, meter, path, transcript, args.max_tokens) for _ in range(max(1, args.runs))]
             results.append({"clip": cid, "transcript_given": transcript is not None, **runs[-1],
                             "cpu_s": median_rows([r["cpu_s"] for r in runs])})
     pipeline.close()
@@ -226,7 +231,8 @@ def main() -> None:
                     "loadavg_before": load_before, "loadavg_after": loadavg(),
                     "note": "shared machine under heavy load from other work; CPU-seconds are less sensitive to "
                             "that than wall time, but cache contention and spin-waits still inflate them"},
-        "model": pipeline.model, "runs_per_clip": args.runs, "started_unix": round(started),
+        "model": pipeline.model, "llm_backend": settings.lite.llm_backend, "max_tokens": args.max_tokens,
+        "runs_per_clip": args.runs, "started_unix": round(started),
         "settings": {"long_side": settings.ingest.long_side, "timeline_fps": settings.ingest.timeline_fps,
                      "max_timeline_frames": settings.lite.max_timeline_frames},
         "clips": results, **summary,
