@@ -140,8 +140,34 @@ def instrument(pipeline: Any, meter: Meter) -> None:
     from engines.perception import verbal
 
     verbal.verbal_cues = meter.wrap("verbal", verbal.verbal_cues)
+    if pipeline.llm is None:
+        return
     pipeline.llm.score_choices = meter.wrap_async("label_prefill", pipeline.llm.score_choices)
     pipeline.llm.generate = meter.wrap_agen("explanation_decode", pipeline.llm.generate)
+
+
+class _Perceived:
+    """What --perception-only reports per request, shaped like the fields of an Answer this bench reads."""
+
+    def __init__(self, cues: list[Any]) -> None:
+        self.emotion = {"label": None}
+        self.cues = cues
+        self.usage: dict[str, int] = {}
+
+
+def perceive_only(pipeline: Any, clip: Any, transcript: str | None) -> _Perceived:
+    from engines.perception import verbal
+
+    frames, times = real_clips.perceived_frames(clip, pipeline.lite)
+    cues: list[Any] = []
+    if frames is not None and len(frames):
+        (vis,) = pipeline.stages["visual"].run_batch([(frames, times)])
+        cues += vis.cues
+    if clip.audio is not None:
+        (aud,) = pipeline.stages["audio"].run_batch([(clip.audio, clip.sample_rate)])
+        cues += aud.cues
+    cues += verbal.verbal_cues(transcript).cues
+    return _Perceived(cues)
 
 
 def serial_runner(pipeline: Any) -> Callable:
@@ -165,8 +191,11 @@ def one_request(pipeline: Any, meter: Meter, path: Path, transcript: str | None,
     # a worker recycled during the job is counted by its replacement's full time (a lower bound for the old one)
     workers = sum(w1[p] - w0.get(p, 0.0) for p in w1)
     with meter.stage("other"):
-        answer = asyncio.run(pipeline.analyze(AnalyzeRequest(clip=clip, transcript=transcript, max_tokens=max_tokens),
-                                              serial_runner(pipeline)))
+        if pipeline.llm is None:  # --perception-only: the pipeline's perception stages, no LLM
+            answer = perceive_only(pipeline, clip, transcript)
+        else:
+            answer = asyncio.run(pipeline.analyze(
+                AnalyzeRequest(clip=clip, transcript=transcript, max_tokens=max_tokens), serial_runner(pipeline)))
     total_here = time.process_time() - cpu0
     row = {k: meter.cpu.get(k, 0.0) for k in STAGES}
     row["ingest"] += workers
@@ -193,13 +222,24 @@ def main() -> None:
     ap.add_argument("--samples", type=Path, default=real_clips.SAMPLES)
     ap.add_argument("--no-generated", action="store_true", help="skip the generated 10 s clip")
     ap.add_argument("--max-tokens", type=int, default=None, help="cap the explanation (default: the settings')")
+    ap.add_argument("--perception-only", action="store_true",
+                    help="ingest and the perception stages only (no LLM is loaded; label and decode read 0)")
     ap.add_argument("--out", type=Path, default=real_clips.RESULTS / "cpu_profile.json")
     args = ap.parse_args()
 
     settings = Settings()
     pipeline = build_pipeline(settings)
-    pipeline.load()
-    pipeline.warmup()
+    if args.perception_only:
+        from engines.lite.pipeline import AudioStage, VisualStage
+        from engines.perception.verbal import warm_up
+
+        pipeline.stages = {"visual": VisualStage(settings.lite), "audio": AudioStage(settings.lite)}
+        for st in pipeline.stages.values():
+            st.warmup()
+        warm_up()
+    else:
+        pipeline.load()
+        pipeline.warmup()
     ingest_warmup(settings.ingest)
     meter = Meter()
     instrument(pipeline, meter)
@@ -231,7 +271,8 @@ def main() -> None:
                     "loadavg_before": load_before, "loadavg_after": loadavg(),
                     "note": "shared machine under heavy load from other work; CPU-seconds are less sensitive to "
                             "that than wall time, but cache contention and spin-waits still inflate them"},
-        "model": pipeline.model, "llm_backend": settings.lite.llm_backend, "max_tokens": args.max_tokens,
+        "model": pipeline.model, "max_tokens": args.max_tokens,
+        "llm_backend": None if args.perception_only else settings.lite.llm_backend,
         "runs_per_clip": args.runs, "started_unix": round(started),
         "settings": {"long_side": settings.ingest.long_side, "timeline_fps": settings.ingest.timeline_fps,
                      "max_timeline_frames": settings.lite.max_timeline_frames},
