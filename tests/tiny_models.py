@@ -2,7 +2,7 @@
 
 `build_tiny_xemogpt(root)` writes, in well under 3 s:
 - a tiny CLIPModel (vision tower hidden 32, 2 layers, patch 16, image 224) + a CLIPImageProcessor config, so
-  the real 224 px preprocessing path runs;
+  the real 224 px preprocessing path runs, and a small BPE tokenizer for its text tower (VECB training);
 - a tiny HuBERT (stable-layer-norm like HuBERT-Large, real 320x conv downsampling = 50 frames/s) + a
   Wav2Vec2FeatureExtractor config with return_attention_mask=True;
 - a tiny Qwen3 causal LM with a byte-level BPE tokenizer (covers any text) that has a pad token;
@@ -59,6 +59,27 @@ def _tokenizer(out: Path) -> Any:
     return fast
 
 
+def _clip_tokenizer(out: Path) -> Any:
+    """A lower-case BPE that fits the tiny text tower (vocab 100, 32 positions, bos 0, eos = pad 1)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|startoftext|>", "<|endoftext|>", "<unk>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789.,'")
+    trainer = trainers.BpeTrainer(vocab_size=100, special_tokens=specials, initial_alphabet=alphabet,
+                                  show_progress=False)
+    tok.train_from_iterator([s.lower() for s in _CORPUS] * 4, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>", unk_token="<unk>", model_max_length=32)
+    fast.save_pretrained(out)
+    return fast
+
+
 def _clip(out: Path) -> Any:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
@@ -74,6 +95,7 @@ def _clip(out: Path) -> Any:
         size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
         image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
     ).save_pretrained(out)
+    _clip_tokenizer(out)
     return model
 
 

@@ -239,6 +239,37 @@ def client_analyze(
     sys.exit(run(url, clip, audio, transcript, labels, api_key, stream, timeout))
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Training data: build it from clips and their descriptions.")
+app.add_typer(data_app, name="data")
+
+
+@app.command("train")
+def train_cmd(
+    stage: str = typer.Argument(..., help="stage1 (VECB) | stage2 (AECB) | stage3 (instruction tuning)"),
+    data: Path = typer.Option(..., "--data", help="Directory written by `xemo data build`."),
+    out: Path = typer.Option(..., "--out", help="Run directory (resumed when it holds a checkpoint)."),
+    steps: int | None = typer.Option(None, "--steps", help="Overrides train.steps."),
+    init: Path | None = typer.Option(None, "--init", help="Checkpoint to start from (released key layout)."),
+) -> None:
+    """Train one stage of XEmoGPT; under torchrun each process trains on its share of every batch."""
+    from xemo.commands.train import run
+
+    sys.exit(run(settings(), stage, data, out, steps, init))
+
+
+@data_app.command("build")
+def data_build(
+    clips: Path = typer.Option(..., "--clips", help="Folder of clips named after the CSV's names column."),
+    csv: Path = typer.Option(..., "--csv", help="EMER / MER-Caption CSV: names, emotions, subtitles, reasons."),
+    out: Path = typer.Option(..., "--out", help="Data directory to write."),
+    weak_labels: bool = typer.Option(True, "--weak-labels/--no-weak-labels", help="Measure lite cues per clip."),
+) -> None:
+    """Turn clips + descriptions into the data of all three training stages."""
+    from xemo.commands.data import build
+
+    sys.exit(build(settings(), clips, csv, out, weak_labels))
+
+
 def main() -> None:
     app()
 

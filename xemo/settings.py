@@ -263,6 +263,60 @@ class EvalSettings(BaseModel):
     extractor: Literal["offline", "openai"] = "offline"  # cue extractor `xemo eval run` uses
 
 
+class VECBLossWeights(BaseModel):
+    """Stage-1 loss = contrastive * InfoNCE + temporal * order BCE + masked_frame * MSE."""
+
+    contrastive: float = Field(1.0, ge=0)
+    temporal: float = Field(1.0, ge=0)
+    masked_frame: float = Field(1.0, ge=0)
+
+
+class TrainSettings(BaseModel):
+    """`xemo train` (VECB / AECB pre-training, instruction tuning) and `xemo data build`.
+
+    The model parts come from `xemogpt` (clip, hubert, llm; LoRA r and alpha are xemogpt.lora_r / lora_alpha, so
+    the trained checkpoint is served with the same numbers). Batch size is per process: under torchrun the global
+    batch is batch_size x world size.
+    """
+
+    seed: int = 0
+    steps: int = Field(1000, ge=0)  # `--steps` overrides
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    log_every: int = Field(1, ge=1)
+    eval_every: int = Field(100, ge=1)  # also after the last step
+    save_every: int = Field(500, ge=1)  # also after the last step
+    device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is available, else cpu
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    cpu_threads: int = Field(0, ge=0)  # torch intra-op threads per process on CPU (0 = torch's default)
+    # torch.distributed rendezvous when WORLD_SIZE > 1: env:// is torchrun's (MASTER_ADDR / MASTER_PORT);
+    # file:///shared/path needs no listening socket (ranks from RANK / WORLD_SIZE / LOCAL_RANK)
+    dist_init: str = "env://"
+    feature_cache_mb: int = Field(1024, ge=0)  # frozen-encoder outputs kept in memory per process (0 = off)
+    # Stage 1 (VECB) and 2 (AECB): the contrastive space and its learnable temperature (CLIP's init and cap).
+    embed_dim: int = Field(768, ge=1)
+    temperature_init: float = Field(0.07, gt=0)
+    vecb_weights: VECBLossWeights = Field(default_factory=VECBLossWeights)
+    permute_prob: float = Field(0.5, ge=0, le=1)  # temporal order: share of clips whose 16 frames are shuffled
+    mask_prob: float = Field(0.5, ge=0, le=1)  # masked frame modelling: share of frames zeroed
+    attention_pooling: bool = True  # else the mean over frames
+    text_encoder: Path | None = None  # stage 2: sentence-transformers dir (LaBSE in the paper); None = MiniLM
+    # Stage 3 (instruction tuning): LoRA on the LLM's q/k/v, projectors trained, bridges as listed.
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj"])
+    stage3_trained_bridges: list[Literal["video", "audio"]] = Field(default_factory=list)
+    max_target_tokens: int = Field(512, ge=8)
+    eval_max_samples: int = Field(64, ge=1)  # validation clips per eval row
+    eval_max_new_tokens: int = Field(160, ge=1)  # stage-3 descriptions generated for EmoCue-360
+    # `xemo data build`
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    frame_long_side: int = Field(448, ge=64)  # frames kept in the data dir (CLIP resizes to 224 anyway)
+    caption_max_cues: int = Field(3, ge=1)  # cues joined into one short caption
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="XEMO_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -277,6 +331,7 @@ class Settings(BaseSettings):
     export: ExportSettings = Field(default_factory=ExportSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: shared result cache, rate limits, async jobs
     redis: RedisSettings = Field(default_factory=RedisSettings)
@@ -337,7 +392,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return _resolve_paths(data, base)
 
 
-_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder", "cache_dir", "model_dir"}
+_PATH_KEYS = {"clip", "hubert", "llm", "checkpoint", "bundle", "dir", "embedder", "cache_dir", "model_dir",
+              "text_encoder"}
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

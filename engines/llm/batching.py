@@ -28,7 +28,14 @@ import numpy as np
 
 from engines.errors import BadRequest, ModelError, XemoError
 from engines.llm.base import LLMBackend, SamplingParams, Segment, Token
-from engines.llm.sampling import ChoiceTrie, Constraint, Detokenizer, SequenceSampler, validate_params
+from engines.llm.sampling import (
+    ChoiceTrie,
+    Constraint,
+    Detokenizer,
+    SequenceSampler,
+    UnsupportedConstraint,
+    validate_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +168,20 @@ class BatchedBackend(LLMBackend):
     @abc.abstractmethod
     def _detokenizer(self) -> Detokenizer: ...
 
+    def _ll_tokenizer(self) -> Any:
+        """The llguidance tokenizer for this model (built once); backends that can enforce Lark grammars
+        override it."""
+        raise UnsupportedConstraint(f"{self.name} cannot enforce Lark grammars")
+
     @abc.abstractmethod
     def _is_eos(self, token: int) -> bool: ...
 
     def _constraint(self, params: SamplingParams) -> Constraint | None:
         """Build the sequence's constraint; backends override to add grammar / JSON schema support."""
+        if params.lark is not None:
+            from engines.llm.guidance import LarkConstraint
+
+            return LarkConstraint(self._ll_tokenizer(), params.lark)
         if params.choices is not None:
             return ChoiceTrie([self.tokenize(c) for c in params.choices], self.eos_id)
         return None

@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -138,6 +139,7 @@ class LlamaCppBackend(BatchedBackend):
         if self._embd.hidden != self.hidden_size:
             raise ModelError("token_embd width does not match the model's n_embd")
         self._pieces: dict[int, bytes] = {}
+        self._llg_tokenizer: Any = None
         slots = range(max_num_seqs, n_seq)
         self._prefix = PrefixCache(slots, prefix_min_tokens) if prefix_cache_slots else None
 
@@ -197,6 +199,17 @@ class LlamaCppBackend(BatchedBackend):
                 raise BadRequest(f"json_schema cannot be turned into a grammar: {e}") from None
             return LlamaGrammarConstraint(self, gbnf)
         return super()._constraint(params)
+
+    def _ll_tokenizer(self) -> Any:
+        # built from the GGUF vocab itself, so token ids match exactly; it reads the vocab, which the model owns
+        if self._llg_tokenizer is None:
+            from engines.llm.guidance import load_llguidance
+
+            load_llguidance()
+            from llguidance.llamacpp import lltokenizer_from_vocab
+
+            self._llg_tokenizer = lltokenizer_from_vocab(self.vocab)
+        return self._llg_tokenizer
 
     def _detokenizer(self) -> Detokenizer:
         return _ByteDetokenizer(self)

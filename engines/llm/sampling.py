@@ -32,9 +32,9 @@ def validate_params(params: SamplingParams) -> None:
         raise BadRequest("top_p must be in (0, 1]")
     if any(not isinstance(s, str) or not s for s in params.stop):
         raise BadRequest("stop strings must be non-empty strings")
-    n_constraints = sum(x is not None for x in (params.choices, params.grammar, params.json_schema))
+    n_constraints = sum(x is not None for x in (params.choices, params.grammar, params.lark, params.json_schema))
     if n_constraints > 1:
-        raise BadRequest("use at most one of choices, grammar and json_schema")
+        raise BadRequest("use at most one of choices, grammar, lark and json_schema")
     if params.choices is not None and (not params.choices or any(not c for c in params.choices)):
         raise BadRequest("choices must be a non-empty list of non-empty strings")
 

@@ -6,8 +6,8 @@ set of running sequences changes (a sequence joins or leaves) the batched cache 
 slices ("join at step boundary by re-batching"), so steps in between just append one column per step.
 
 Quantization: int8 on CPU with `torch.ao.quantization.quantize_dynamic` (Linear layers, qint8); on CUDA, int8/int4
-through bitsandbytes or torchao when installed. Only the `choices` constraint is enforced here; GBNF grammars
-and JSON schemas raise `UnsupportedConstraint` (use the llama_cpp backend for them).
+through bitsandbytes or torchao when installed. `choices` and Lark grammars (llguidance over the fast
+tokenizer) are enforced here; GBNF grammars and JSON schemas raise `UnsupportedConstraint` (use llama_cpp).
 """
 
 from __future__ import annotations
@@ -181,6 +181,7 @@ class TransformersBackend(BatchedBackend):
         super().__init__(max_num_seqs, min(n_ctx, int(max_pos)))
         # batched KV state (engine thread only)
         self._rows: list[Seq] = []
+        self._llg_tokenizer: Any = None
         self._cache: Any = None
         self._mask: Any = None
 
@@ -203,9 +204,22 @@ class TransformersBackend(BatchedBackend):
     def _constraint(self, params: SamplingParams) -> Constraint | None:
         if params.grammar is not None or params.json_schema is not None:
             raise UnsupportedConstraint(
-                "the transformers backend enforces only `choices`; grammar and json_schema need the llama_cpp backend"
+                "the transformers backend enforces `choices` and `lark`; grammar and json_schema need llama_cpp"
             )
         return super()._constraint(params)
+
+    def _ll_tokenizer(self) -> Any:
+        if self._llg_tokenizer is None:
+            from engines.llm.guidance import load_llguidance
+
+            load_llguidance()
+            import llguidance.hf
+
+            if not getattr(self.tokenizer, "is_fast", False):
+                raise UnsupportedConstraint("Lark grammars need a fast (tokenizers) tokenizer on transformers")
+            self._llg_tokenizer = llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.vocab_size,
+                                                               eos_token=sorted(self._eos))
+        return self._llg_tokenizer
 
     def _detokenizer(self) -> Detokenizer:
         return _IncrementalDetokenizer(self.tokenizer)

@@ -50,6 +50,8 @@ TRAINING_ONLY: tuple[str, ...] = (
     "visual_encoder.clip.text_model.", "visual_encoder.clip.text_projection.",
     "visual_encoder.clip.visual_projection.", "visual_encoder.clip.logit_scale",
     "audio_encoder.text_encoder.",
+    # the learnable InfoNCE temperatures of VECB / AECB pre-training (train/heads.py)
+    "visual_encoder.logit_scale", "audio_encoder.logit_scale",
 )
 
 # the weights that only the checkpoint can provide (the rest comes from the pretrained encoders and LLM)

@@ -23,7 +23,7 @@ import torch
 from engines.errors import ModelError
 from engines.llm.base import LLMBackend, SamplingParams
 from engines.pipeline import Pipeline, Stage, StageRunner
-from engines.types import AnalyzeRequest, Answer, DoneEvent, Event, LabelEvent, TokenEvent
+from engines.types import AnalyzeRequest, Answer, DoneEvent, Event, LabelEvent, Segment, SegmentEvent, TokenEvent
 from engines.xemogpt import prompt
 from engines.xemogpt.audio import MIN_SAMPLES, waveforms_to_inputs
 from engines.xemogpt.video import frames_to_pixel_values
@@ -140,6 +140,8 @@ class XEmoGPTPipeline(Pipeline):
 
             self.stages["asr"] = AsrStage(self.settings.asr)
         self.model = f"XEmoGPT: CLIP+VECB, HuBERT+AECB ({self.front_ends.runtime}) | {self.llm.name}"
+        if "asr" in self.stages:
+            self.model += f" | {self.stages['asr'].recognizer.name}"
         if "checkpoint" in src.report:  # no checkpoint: say so wherever the model is named
             self.model += " | UNTRAINED bridges (no xemogpt.checkpoint)"
 
@@ -246,12 +248,17 @@ class XEmoGPTPipeline(Pipeline):
         text = "".join(pieces)
         for stop in prompt.STOP:  # backends may or may not strip the stop string itself
             text = text.split(stop)[0]
+        text = text.strip()
+        # The released model has no cues to cite: its free text is one segment, marked as the model's own.
+        segments = [Segment(text, "model_text")] if text else []
+        for seg in segments:
+            yield SegmentEvent(seg)
         answer = Answer(
             id=request.id, model=self.model, profile=self.profile,
             emotion={"label": label, "scores": scores},
             cues=[],  # the released model writes free text only; no structured cues
-            explanation=text.strip(), timings=timings,
-            usage={**p.usage, "generated_tokens": generated},
+            explanation=text, timings=timings,
+            usage={**p.usage, "generated_tokens": generated}, segments=segments,
             transcript=transcript,
         )
         yield DoneEvent(answer)

@@ -378,3 +378,22 @@ def test_all_decoders_busy_is_overloaded_not_a_pileup(testsrc_mp4: Path) -> None
         ingest(testsrc_mp4, None, s.model_copy(update={"decode_timeout_s": 0.5}))
     holder.join(timeout=30)
     assert ingest(testsrc_mp4, None, s).frames is not None
+
+
+def test_worker_first_used_long_after_it_started_is_still_ready() -> None:
+    """A worker whose ready line has waited in the pipe past the startup deadline (the server was busy loading
+    models) is ready, not reported as failed to start."""
+    import select
+
+    from engines.ingest.pool import STARTUP_TIMEOUT_S, DecoderWorker
+
+    root = Path(tempfile.mkdtemp(prefix="xemo-ingest-test-"))
+    w = DecoderWorker(1024, root)
+    try:
+        ready, _, _ = select.select([w._rx], [], [], STARTUP_TIMEOUT_S)
+        assert ready, "the worker never started"
+        w.started -= 2 * STARTUP_TIMEOUT_S  # as if it had started long ago
+        w.wait_ready()
+        assert w.proc is not None and w.proc.poll() is None
+    finally:
+        w.close()

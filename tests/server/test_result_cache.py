@@ -84,7 +84,7 @@ def test_a_repeated_request_is_answered_from_the_cache(server: ServerProcess, te
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
     assert events[0]["type"] == "label" and events[-1]["type"] == "done" and same(events[-1]["answer"], a)
     assert [e for e in events if e["type"] == "cue"] == [{"type": "cue", **c} for c in a["cues"]]
-    assert "".join(e["text"] for e in events if e["type"] == "token").strip() == a["explanation"]
+    assert "".join(e["text"] for e in events if e["type"] == "segment") == a["explanation"]
 
     # and so does the WebSocket
     with connect(url.replace("http", "ws") + "/v1/stream") as ws:

@@ -59,7 +59,7 @@ class Recognizer:
         unknown = [lang for lang in settings.languages if lang not in supported]
         if unknown:
             raise ModelError(f"asr.languages has codes Whisper does not know: {', '.join(unknown)}")
-        self.name = f"faster-whisper {_version()} {MODEL_NAME} {settings.compute_type}"
+        self.name = recognizer_name(settings)
         self._lock = threading.Lock()
 
     def transcribe_batch(self, items: list[tuple[np.ndarray | None, int]]) -> list[AsrResult | None]:
@@ -148,6 +148,11 @@ def _prepare(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def _join(segs: list[RawSegment]) -> str:
     return " ".join(s.text for s in segs).strip()
+
+
+def recognizer_name(settings: AsrSettings) -> str:
+    """What the answer's model string says about the recogniser (known without loading it)."""
+    return f"faster-whisper {_version()} {MODEL_NAME} {settings.compute_type}"
 
 
 def _version() -> str:

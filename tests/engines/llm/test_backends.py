@@ -193,6 +193,33 @@ def test_choices_constraint_returns_exactly_one_choice(backend: LLMBackend) -> N
     assert toks[-1].finish_reason == "stop"
 
 
+# Each phrase at most once, in any order, joined by ", "; the guard keeps ", " from following the last phrase.
+PHRASES = ["the eyes squint", "the person smiles", "the voice is loud"]
+ONCE_EACH = "start: pick::0x0\n" + "pick::_ : " + "\n    | ".join(
+    f'"{p}" after::set_bit({i}) %if bit_clear({i})' for i, p in enumerate(PHRASES)
+) + f'\nafter::_ : "." | ", " pick::_ %if not(is_ones([0:{len(PHRASES)}]))\n'
+
+
+def test_lark_grammar_allows_each_phrase_once_in_any_order(backend: LLMBackend) -> None:
+    """A prompt that begs for repeats, sampled hot over several seeds: only the grammar's language comes out."""
+    prompt = "Repeat after me: the eyes squint, the eyes squint, the eyes squint, the eyes squint and"
+    for seed in range(3):
+        toks = asyncio.run(_collect(backend, [prompt], SamplingParams(max_tokens=40, temperature=1.5, seed=seed,
+                                                                      lark=ONCE_EACH)))
+        text = _text(toks)
+        assert toks[-1].finish_reason == "stop", text
+        assert text.endswith("."), text
+        used = text[:-1].split(", ")
+        assert set(used) <= set(PHRASES) and len(used) == len(set(used)), text
+
+
+def test_a_lark_grammar_that_does_not_compile_is_a_bad_request(backend: LLMBackend) -> None:
+    with pytest.raises(BadRequest, match="grammar"):
+        backend.generate(["x"], SamplingParams(max_tokens=4, lark="start: nothing_defined"))
+    with pytest.raises(BadRequest, match="at most one"):
+        backend.generate(["x"], SamplingParams(max_tokens=4, lark=ONCE_EACH, choices=["a"]))
+
+
 def test_score_choices_ranks_the_obvious_continuation_first(backend: LLMBackend) -> None:
     scores = asyncio.run(backend.score_choices(["The capital of France is"], [" Paris", " London", " a banana"]))
     assert max(scores, key=scores.get) == " Paris"

@@ -47,6 +47,7 @@ def analyze(p: LitePipeline, path: Path, transcript: str | None = None) -> tuple
 def test_speech_without_a_transcript_is_recognised_and_its_cues_are_timed(lite: LitePipeline, asr_clips) -> None:
     answer, called = analyze(lite, asr_clips["speech"])
     assert "asr" in called and "asr" in answer.timings
+    assert "faster-whisper" in answer.model and "Whisper base" in answer.model  # the answer names its models
     t = answer.transcript
     assert t is not None and t.source == "asr" and t.language == "en"
     assert "happy" in t.text.lower() and t.segments and t.segments[-1].end <= 4.5

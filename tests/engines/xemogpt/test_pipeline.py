@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines.types import AnalyzeRequest, Clip, DoneEvent, LabelEvent, TokenEvent
+from engines.types import AnalyzeRequest, Clip, DoneEvent, LabelEvent, Segment, SegmentEvent, TokenEvent
 from xemo.settings import Settings, load_yaml
 
 REPO = Path(__file__).resolve().parents[3]
@@ -56,8 +56,13 @@ def _collect(pipeline: Any, request: AnalyzeRequest) -> list[Any]:
 def test_stream_label_then_tokens_then_answer(pipeline: Any, clip: Clip) -> None:
     events = _collect(pipeline, AnalyzeRequest(clip=clip, transcript="I cannot believe you did this again."))
     assert isinstance(events[0], LabelEvent) and isinstance(events[-1], DoneEvent)
-    assert all(isinstance(e, TokenEvent) for e in events[1:-1]) and len(events) > 2
     a = events[-1].answer
+    # tokens as generated, then the free text as one segment marked as the model's own (it has no cues to cite)
+    middle = events[1:-1]
+    assert all(isinstance(e, TokenEvent) for e in middle[:-1]) and len(middle) > 1
+    assert a.segments == ([Segment(a.explanation, "model_text")] if a.explanation else [])
+    if a.explanation:
+        assert isinstance(middle[-1], SegmentEvent) and middle[-1].segment == a.segments[0]
     labels = pipeline.settings.lite.labels
     assert a.profile == "xemogpt" and a.cues == [] and a.emotion["label"] == events[0].label
     assert set(a.emotion["scores"]) == set(labels) and abs(sum(a.emotion["scores"].values()) - 1) < 1e-3

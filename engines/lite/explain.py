@@ -1,0 +1,188 @@
+"""Explanations grounded by construction: a per-answer grammar whose sentences are made of this answer's cues.
+
+The model writes one sentence per modality that has cues, in the EMER order ("In the video, ...", "In the
+audio, ...", "In the text, ..."). Each sentence is a list of that modality's cue clauses, chosen and ordered by the
+model, each at most once (a bitset per sentence in llguidance's parametric Lark rules), joined by a closed set of
+connectives. After a sentence the model may add one reading from a closed set tied to the chosen label (and the
+runner-up when the scores are close). Nothing else can be produced: a phrase of the worked examples reaches an
+answer only if it is also one of its cues.
+
+`Explainer` builds the grammar, turns the streamed text into segments as their sentences complete (each
+observation cites the ids of the cues it states, an interpretation those of the sentence it reads), and writes the
+conclusion, which agrees with the label by construction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from engines.types import Cue, Modality, Segment
+
+MODALITIES: tuple[Modality, ...] = ("visual", "auditory", "verbal")
+OPENERS: dict[Modality, str] = {"visual": "In the video, ", "auditory": "In the audio, ", "verbal": "In the text, "}
+CONNECTIVES: tuple[str, ...] = (", ", " and ", ", while ")
+INTERPRET = " This suggests "
+# The closed set of readings, one per label of the default set; another label is read as itself.
+READINGS: dict[str, str] = {
+    "happy": "a cheerful mood", "sad": "low spirits", "angry": "irritation", "worried": "unease",
+    "surprise": "astonishment", "neutral": "a composed state", "fear": "fear", "disgust": "distaste",
+}
+ADJECTIVES: dict[str, str] = {"surprise": "surprised", "fear": "fearful", "disgust": "disgusted"}
+# When the runner-up's probability is at least this share of the label's, the conclusion names it.
+CLOSE_RATIO = 0.6
+MAX_CUES_PER_MODALITY = 5  # the strongest ones, as the prompt shows them
+_NOUN_HEADS = {"brows", "lips", "eyebrows", "eyes", "pauses", "tears", "cheeks", "hands"}
+_CARRIER: dict[Modality, str] = {"visual": "the face shows ", "auditory": "the audio has ", "verbal": "the text has "}
+
+
+def clause(cue: Cue) -> str:
+    """The cue's phrase as a clause with a subject ("smiles" -> "the person smiles"); the phrase itself is kept."""
+    t = cue.text.strip()
+    if t.startswith("says: "):
+        return "the person says " + t[len("says: "):]
+    first = t.split(" ", 1)[0].lower()
+    if first in ("the", "his", "her", "their"):
+        return t
+    if first.endswith("s") and first not in _NOUN_HEADS:  # a verb in the third person: "smiles", "looks down"
+        return "the person " + t
+    return _CARRIER[cue.modality] + t
+
+
+def reading(label: str) -> str:
+    return READINGS.get(label, label)
+
+
+def adjective(label: str) -> str:
+    return ADJECTIVES.get(label, label)
+
+
+def chosen_cues(cues: list[Cue]) -> dict[Modality, list[Cue]]:
+    """Per modality, the strongest cues (at most MAX_CUES_PER_MODALITY), strongest first."""
+    out: dict[Modality, list[Cue]] = {}
+    for m in MODALITIES:
+        mine = sorted((c for c in cues if c.modality == m), key=lambda c: -c.strength)[:MAX_CUES_PER_MODALITY]
+        if mine:
+            out[m] = mine
+    return out
+
+
+def runner_up(scores: dict[str, float], label: str) -> str | None:
+    rest = sorted(((p, lb) for lb, p in scores.items() if lb != label), reverse=True)
+    if not rest or scores.get(label, 0.0) <= 0:
+        return None
+    p, lb = rest[0]
+    return lb if p >= CLOSE_RATIO * scores[label] else None
+
+
+def conclusion(label: str, runner: str | None) -> str:
+    if runner:
+        return f" These cues suggest the person is {adjective(label)}, or possibly {adjective(runner)}."
+    return f" These cues suggest the person is {adjective(label)}."
+
+
+@dataclass
+class _Sentence:
+    modality: Modality
+    clauses: list[tuple[str, str]]  # (clause text, cue id), the model picks among them
+
+
+@dataclass
+class Explainer:
+    """The grammar and the segmenter of one answer's explanation."""
+
+    cues: list[Cue]
+    label: str
+    scores: dict[str, float]
+    sentences: list[_Sentence] = field(init=False)
+    readings: list[str] = field(init=False)
+    runner: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        chosen = chosen_cues(self.cues)
+        self.sentences = []
+        for m, cs in chosen.items():
+            seen: dict[str, str] = {}
+            for c in cs:
+                seen.setdefault(clause(c), c.id)  # two cues with one phrase would be one claim
+            self.sentences.append(_Sentence(m, list(seen.items())))
+        self.runner = runner_up(self.scores, self.label)
+        self.readings = list(dict.fromkeys(reading(lb) for lb in (self.label, self.runner) if lb))
+
+    @property
+    def empty(self) -> bool:
+        return not self.sentences
+
+    # -- the grammar ---------------------------------------------------------------------------------------
+    def grammar(self) -> str:
+        """Lark for llguidance: the sentences in order, each a set of its cue clauses without repeats."""
+        if self.empty:
+            raise ValueError("no cues to explain")
+        q = lambda s: json.dumps(s, ensure_ascii=False)  # noqa: E731 - one-line quoting helper
+        conn = " | ".join(q(c) for c in CONNECTIVES)
+        interp = " | ".join(q(INTERPRET + r + ".") for r in self.readings)
+        lines = ["start: " + " ".join(f"s{k}" for k in range(len(self.sentences))),
+                 f"interp: {interp}"]
+        for k, s in enumerate(self.sentences):
+            n = len(s.clauses)
+            lines.append(f"s{k}: {q(' ' + OPENERS[s.modality])} p{k}::0x0 interp?")
+            picks = [f"{q(text)} a{k}::set_bit({i}) %if bit_clear({i})" for i, (text, _) in enumerate(s.clauses)]
+            lines.append(f"p{k}::_ : " + "\n    | ".join(picks))
+            # the guard keeps a connective from being offered once every clause is used
+            lines.append(f'a{k}::_ : "."\n    | ({conn}) p{k}::_ %if not(is_ones([0:{n}]))')
+        return "\n".join(lines) + "\n"
+
+    def longest(self) -> str:
+        """The longest text the grammar allows (to size max_tokens: a cut-off output is incomplete)."""
+        conn = max(CONNECTIVES, key=len)
+        interp = max((INTERPRET + r + "." for r in self.readings), key=len)
+        return "".join(" " + OPENERS[s.modality] + conn.join(t for t, _ in s.clauses) + "." + interp
+                       for s in self.sentences)
+
+    # -- segments ------------------------------------------------------------------------------------------
+    def segments(self, text: str) -> list[Segment]:
+        """The complete segments at the start of `text` (the model's output so far): a sentence counts once its
+        period is there, so an unfinished last sentence (a cut-off output) is never a segment."""
+        out: list[Segment] = []
+        pos = 0
+        for s in self.sentences:
+            head = " " + OPENERS[s.modality]
+            if not text.startswith(head, pos):
+                break
+            end, ids = self._sentence(text, pos + len(head), s)
+            if end is None:
+                break
+            out.append(Segment(text[pos:end], "observation", ids))
+            pos = end
+            for r in self.readings:
+                piece = INTERPRET + r + "."
+                if text.startswith(piece, pos):
+                    out.append(Segment(piece, "interpretation", list(ids)))
+                    pos += len(piece)
+                    break
+        return out
+
+    @staticmethod
+    def _sentence(text: str, pos: int, s: _Sentence) -> tuple[int | None, list[str]]:
+        """Parse clauses and connectives up to the sentence's period; (end, cited ids) or (None, []) if the
+        sentence is not complete yet. Longer clauses are tried first, and the parse backtracks."""
+        order = sorted(range(len(s.clauses)), key=lambda i: -len(s.clauses[i][0]))
+
+        def walk(p: int, used: frozenset[int]) -> tuple[int, list[int]] | None:
+            for i in order:
+                if i in used or not text.startswith(s.clauses[i][0], p):
+                    continue
+                q = p + len(s.clauses[i][0])
+                if text.startswith(".", q):
+                    return q + 1, [i]
+                for c in CONNECTIVES:
+                    if text.startswith(c, q):
+                        rest = walk(q + len(c), used | {i})
+                        if rest is not None:
+                            return rest[0], [i, *rest[1]]
+            return None
+
+        got = walk(pos, frozenset())
+        if got is None:
+            return None, []
+        return got[0], [s.clauses[i][1] for i in got[1]]

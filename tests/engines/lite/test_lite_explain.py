@@ -1,0 +1,117 @@
+"""Explanations grounded by construction: the per-answer cue grammar, its segments, and what it lets through.
+
+The generation tests run SmolLM2 under the grammar at a high temperature over several seeds, with prompts that
+push toward text that is not a cue (a soft voice mentioned over and over, an instruction in the transcript).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from engines.lite import explain, prompt
+from engines.lite.explain import CONNECTIVES, INTERPRET, OPENERS, Explainer, clause
+from engines.lite.pipeline import LitePipeline
+from engines.llm import SamplingParams
+from engines.types import Cue, assign_cue_ids
+
+LABELS = ["neutral", "happy", "sad", "angry", "worried", "surprise"]
+
+
+def cues_of(*spec: tuple[str, str]) -> list[Cue]:
+    cs = [Cue(m, t, 0.0, 2.0, round(1.0 - 0.1 * i, 2)) for i, (m, t) in enumerate(spec)]
+    return assign_cue_ids(cs)
+
+
+LOUD = cues_of(("visual", "smiles"), ("visual", "the eyes squint"), ("visual", "nods"),
+               ("auditory", "the voice is loud"), ("auditory", "speaks quickly"), ("auditory", "the tone is intense"))
+
+
+def leftover(text: str, ex: Explainer) -> str:
+    """What remains of `text` once every cue clause and every phrase of the closed vocabulary is removed."""
+    pieces = [c for s in ex.sentences for c, _ in s.clauses]
+    pieces += list(OPENERS.values()) + [INTERPRET + r + "." for r in ex.readings] + list(CONNECTIVES)
+    for p in sorted(pieces, key=len, reverse=True):
+        text = text.replace(p, " ")
+    return re.sub(r"[\s.]+", "", text)
+
+
+def generate(lite: LitePipeline, ex: Explainer, prompt_text: str, seed: int, temperature: float = 1.5) -> str:
+    params = SamplingParams(max_tokens=len(lite.llm.tokenize(ex.longest())) + 8, temperature=temperature,
+                            top_p=1.0, seed=seed, lark=ex.grammar())
+
+    async def go() -> str:
+        return "".join([t.text async for t in lite.llm.generate([prompt_text], params)])
+
+    return asyncio.run(go())
+
+
+def test_clauses_keep_the_cue_phrase() -> None:
+    assert clause(Cue("visual", "smiles")) == "the person smiles"
+    assert clause(Cue("visual", "brows drawn together")) == "the face shows brows drawn together"
+    assert clause(Cue("auditory", "the voice is loud")) == "the voice is loud"
+    assert clause(Cue("verbal", 'says: "hi"')) == 'the person says "hi"'
+    for c in LOUD:
+        assert c.text in clause(c)
+
+
+def test_grammar_compiles_and_segments_parse_the_text_it_allows() -> None:
+    import llguidance
+
+    ex = Explainer(LOUD, "happy", {"happy": 0.5, "angry": 0.4, "sad": 0.1})
+    failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+        llguidance.LLMatcher.grammar_from_lark(ex.grammar()))
+    assert not failed, messages
+    assert ex.runner == "angry"  # close scores: the runner-up may be read and is named in the conclusion
+    assert "or possibly angry" in explain.conclusion(ex.label, ex.runner)
+    text = (" In the video, the eyes squint and the person smiles. This suggests a cheerful mood."
+            " In the audio, the tone is intense.")
+    segs = ex.segments(text)
+    assert "".join(s.text for s in segs) == text
+    assert [(s.kind, s.cue_ids) for s in segs] == [("observation", ["v2", "v1"]), ("interpretation", ["v2", "v1"]),
+                                                   ("observation", ["a3"])]
+    # an unfinished sentence is not a segment yet
+    assert len(ex.segments(text[:-1])) == 2
+
+
+def test_text_under_the_constraint_is_only_cue_phrases_and_connectives(lite: LitePipeline) -> None:
+    ex = Explainer(LOUD, "happy", {"happy": 0.6, "sad": 0.2, "angry": 0.2})
+    base = prompt.build(LOUD, LABELS).label_prompt + " happy\nExplanation:"
+    for seed in range(4):
+        text = generate(lite, ex, base, seed)
+        assert leftover(text, ex) == "", text
+        segs = ex.segments(text)
+        assert "".join(s.text for s in segs) == text, text  # the whole output parses: nothing outside the grammar
+        ids = [i for s in segs if s.kind == "observation" for i in s.cue_ids]
+        assert ids and len(ids) == len(set(ids)), text  # every observation cites, no cue is stated twice
+        assert {i for s in segs for i in s.cue_ids} <= {c.id for c in LOUD}
+
+
+def test_no_soft_voice_cue_never_yields_a_soft_voice(lite: LitePipeline) -> None:
+    ex = Explainer(LOUD, "sad", {"sad": 0.9, "happy": 0.1})
+    # the prompt all but dictates a soft voice; only the grammar stands in the way
+    push = ("Cues:\n- voice: the voice is soft; the voice is soft and low\nEmotion: sad\nExplanation: In the audio, "
+            "the voice is soft and low. The voice is soft. The voice is soft.\n") * 3
+    for seed, temperature in ((0, 0.0), (1, 0.7), (2, 1.0), (3, 1.5)):
+        text = generate(lite, ex, push + "Cues:\n- voice: the voice is soft\nEmotion: sad\nExplanation:", seed,
+                        temperature)
+        assert "soft" not in text.lower(), text
+
+
+def test_repeats_are_impossible_even_when_the_prompt_repeats() -> None:
+    """The bitset guard: after the last unused clause no connective is offered (checked on the grammar text)."""
+    ex = Explainer(cues_of(("visual", "the eyes squint")), "happy", {"happy": 1.0})
+    g = ex.grammar()
+    assert "%if bit_clear(0)" in g and "%if not(is_ones([0:1]))" in g
+
+
+@pytest.mark.parametrize("bad", ['quote " inside', "back\\slash", "new\nline"])
+def test_cue_text_is_escaped_in_the_grammar(bad: str) -> None:
+    import llguidance
+
+    ex = Explainer(cues_of(("verbal", f'says: "{bad}"')), "neutral", {"neutral": 1.0})
+    failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
+        llguidance.LLMatcher.grammar_from_lark(ex.grammar()))
+    assert not failed, messages
