@@ -118,10 +118,19 @@ class Segment:
 
 
 @dataclass
+class TranscriptWord:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass
 class TranscriptSegment:
     start: float
     end: float
     text: str
+    words: list[TranscriptWord] = field(default_factory=list)  # word timings, where the recogniser gives them
 
 
 @dataclass

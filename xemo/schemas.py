@@ -188,10 +188,18 @@ class Segment(_Wire):
     cue_ids: list[str] = Field(description="Ids of the cues this piece states (observations, interpretations).")
 
 
+class TranscriptWord(_Wire):
+    start: float
+    end: float
+    word: str
+    probability: float = Field(description="The recogniser's confidence in this word, 0..1.")
+
+
 class TranscriptSegment(_Wire):
     start: float
     end: float
     text: str
+    words: list[TranscriptWord] = Field(description="Word timings, where the recogniser gives them (else empty).")
 
 
 class Transcript(_Wire):

@@ -33,13 +33,16 @@ def full_answer() -> t.Answer:
         timings={"time_to_label_s": 0.5, "total_s": 1.0, "visual": 0.2},
         usage={"prompt_tokens": 300, "generated_tokens": 9, "cues_visual": 1},
         segments=[t.Segment("In the video, she smiles.", "observation", ["v1"])],
-        transcript=t.Transcript("we won", "asr", "en", "we won", [t.TranscriptSegment(0.0, 1.0, "we won")], 12.0),
+        transcript=t.Transcript("we won", "asr", "en", "we won", [t.TranscriptSegment(
+            0.0, 1.0, "we won", [t.TranscriptWord(0.0, 0.4, "we", 0.9), t.TranscriptWord(0.4, 1.0, "won", 0.8)])],
+                                12.0),
     )
 
 
 PAIRS: list[tuple[type, type[BaseModel]]] = [
     (t.Cue, schemas.Cue),
     (t.Segment, schemas.Segment),
+    (t.TranscriptWord, schemas.TranscriptWord),
     (t.TranscriptSegment, schemas.TranscriptSegment),
     (t.Transcript, schemas.Transcript),
     (t.Answer, schemas.Answer),

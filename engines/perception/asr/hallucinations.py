@@ -35,6 +35,7 @@ class RawSegment:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     compression_ratio: float = 1.0
+    words: tuple[tuple[float, float, str, float], ...] = ()  # (start, end, word, probability)
 
 
 def normalise(text: str) -> str:
@@ -76,7 +77,7 @@ def clean(segments: list[RawSegment]) -> tuple[list[RawSegment], dict[str, int]]
         reason = why_dropped(seg, kept)
         if reason is None:
             kept.append(RawSegment(seg.start, seg.end, seg.text.strip(), seg.avg_logprob, seg.no_speech_prob,
-                                   seg.compression_ratio))
+                                   seg.compression_ratio, seg.words))
         else:
             dropped[reason] = dropped.get(reason, 0) + 1
     return kept, dropped

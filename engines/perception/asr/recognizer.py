@@ -19,7 +19,7 @@ import numpy as np
 from engines.errors import BadRequest, ModelError
 from engines.perception.asr.hallucinations import RawSegment, clean
 from engines.perception.asr.model_files import MODEL_NAME, ensure_model
-from engines.types import Transcript, TranscriptSegment
+from engines.types import Transcript, TranscriptSegment, TranscriptWord
 from xemo.settings import AsrSettings
 
 SR = 16000
@@ -93,7 +93,7 @@ class Recognizer:
         text = _join(segs)
         en_text = " ".join(s.text for s in english).strip() if (language == "en" or self.settings.translate) else None
         t = Transcript(text=text, source="asr", language=language, english=en_text or None,
-                       segments=[TranscriptSegment(round(s.start, 2), round(s.end, 2), s.text) for s in segs],
+                       segments=[_segment(s) for s in segs],
                        truncated_at_s=truncated_at)
         en_segments = [TranscriptSegment(round(s.start, 2), round(s.end, 2), s.text) for s in english]
         return AsrResult(t, en_segments if t.english else [], round(prob, 3), dropped)
@@ -115,18 +115,27 @@ class Recognizer:
 
     def _decode(self, x: np.ndarray, language: str, task: str, prob: float
                 ) -> tuple[list[RawSegment], dict[str, int], str, float]:
+        # Word timings for the original-language text only: the translation's words have no place in the audio.
         kwargs: dict[str, Any] = dict(language=language or None, task=task, beam_size=self.settings.beam_size,
-                                      vad_filter=True, without_timestamps=False)
+                                      vad_filter=True, without_timestamps=False,
+                                      word_timestamps=task == "transcribe")
         if self.batched is not None:
             gen, info = self.batched.transcribe(x, batch_size=self.settings.batch_size, **kwargs)
         else:
             gen, info = self.model.transcribe(x, condition_on_previous_text=False, **kwargs)
-        raw = [RawSegment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob, s.compression_ratio)
+        raw = [RawSegment(s.start, s.end, s.text, s.avg_logprob, s.no_speech_prob, s.compression_ratio,
+                          tuple((w.start, w.end, w.word, w.probability) for w in s.words or ()))
                for s in gen]
         kept, dropped = clean(raw)
         if not language:
             language, prob = info.language, float(info.language_probability)
         return kept, dropped, language, prob
+
+
+def _segment(s: RawSegment) -> TranscriptSegment:
+    words = [TranscriptWord(round(a, 2), round(b, 2), w.strip(), round(float(p), 3)) for a, b, w, p in s.words
+             if w.strip()]
+    return TranscriptSegment(round(s.start, 2), round(s.end, 2), s.text, words)
 
 
 def _prepare(audio: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -117,6 +117,13 @@ def test_english_speech_is_transcribed_with_a_low_word_error_rate(recognizer: Re
         assert res.transcript.english == res.transcript.text  # English speech needs no translation pass
         segs = res.transcript.segments
         assert segs and all(0 <= s.start < s.end for s in segs) and segs[-1].end <= 6.0
+        # word timings: every recognised word, in order, inside its segment's span
+        assert words(" ".join(w.word for s in segs for w in s.words)) == hyp
+        for s in segs:
+            starts = [w.start for w in s.words]
+            assert starts == sorted(starts) and all(s.start - 0.05 <= w.start <= w.end <= s.end + 0.05
+                                                    for w in s.words)
+            assert all(0.0 <= w.probability <= 1.0 for w in s.words)
     assert errors / total <= 0.10, errors / total
 
 
