@@ -21,7 +21,7 @@ _lock = threading.Lock()
 _ready = False
 
 # The /proc/cpuinfo flags that decide which ggml kernels a CPU can run.
-KERNEL_FLAGS = ("sse4_2", "avx", "f16c", "fma", "avx2", "avx_vnni", "avx512f", "avx512bw", "avx512_vbmi",
+KERNEL_FLAGS = ("sse4_2", "avx", "f16c", "fma", "avx2", "avx_vnni", "avx512f", "avx512bw", "avx512vbmi",
                 "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 

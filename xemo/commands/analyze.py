@@ -20,6 +20,7 @@ from rich.table import Table
 from engines.errors import XemoError
 from engines.pipeline import Pipeline, build_pipeline
 from engines.types import AnalyzeRequest, Answer, Clip, CueEvent, DoneEvent, LabelEvent, TokenEvent
+from xemo.commands.preflight import preflight
 from xemo.settings import Settings
 
 MEDIA_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3",
@@ -55,10 +56,12 @@ def run(settings: Settings, clips: list[str], audio: Path | None, transcript: st
         if not paths:
             err.print(f"[red]error:[/red] no media files match {' '.join(clips)}")
             return 2
-        return _run_batch(settings, paths, label_list, err, out_path)
+        return preflight(settings) or _run_batch(settings, paths, label_list, err, out_path)
     if not paths and not (transcript or "").strip():
         err.print("[red]error:[/red] nothing to analyse: give a clip, --audio or --transcript")
         return 2
+    if rc := preflight(settings):  # before anything loads the LLM into this process
+        return rc
     return _run_one(settings, paths[0] if paths else None, audio, transcript, label_list, as_json, err)
 
 
@@ -74,10 +77,6 @@ def _ingest(settings: Settings, clip: Path | None, audio: Path | None) -> Clip:
     if clip is None and audio is None:
         return Clip.text_only()
     from engines.ingest import ingest  # imports the decoders: only when a clip is analysed
-    from xemo.commands.preflight import preflight
-
-    if rc := preflight(settings):
-        return rc
 
     return ingest(clip, audio, settings.ingest)
 

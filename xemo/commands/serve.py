@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from xemo.commands.preflight import preflight
 from xemo.settings import Settings
 
 log = logging.getLogger("xemo.server")
@@ -78,11 +79,9 @@ def uvicorn_kwargs(settings: Settings, host: str | None, port: int | None) -> di
 
 def run(settings: Settings, host: str | None, port: int | None) -> int:
     from server import logging as xlog
-    from xemo.commands.preflight import preflight
 
     if rc := preflight(settings):
         return rc
-
     xlog.configure(settings.log_level, settings.server.log_json)
     kwargs = uvicorn_kwargs(settings, host, port)
     if settings.server.workers > 1:
@@ -101,6 +100,8 @@ def run(settings: Settings, host: str | None, port: int | None) -> int:
 def run_ray(settings: Settings, host: str | None, port: int | None) -> int:
     from server import logging as xlog
 
+    if rc := preflight(settings):  # the LLM replica runs on this machine's CPU too
+        return rc
     xlog.configure(settings.log_level, settings.server.log_json)
     try:
         from server.ray_serve import serve_until_signalled
