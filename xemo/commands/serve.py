@@ -100,7 +100,7 @@ def run(settings: Settings, host: str | None, port: int | None) -> int:
 def run_ray(settings: Settings, host: str | None, port: int | None) -> int:
     from server import logging as xlog
 
-    if rc := preflight(settings):  # the LLM replica runs on this machine's CPU too
+    if rc := preflight(settings):  # this machine is where a local Ray runs the LLM replica
         return rc
     xlog.configure(settings.log_level, settings.server.log_json)
     try:
