@@ -202,7 +202,7 @@ def one_request(pipeline: Any, meter: Meter, path: Path, transcript: str | None,
     row["total"] = total_here + workers
     row["wall_s"] = time.perf_counter() - wall0
     row["decoder_workers"] = workers
-    return {"cpu_s": row, "label": answer.emotion["label"], "cues": [c.text for c in answer.cues],
+    return {"cpu_s": row, "label": answer.emotion["label"], "cues": [_public(c.text) for c in answer.cues],
             "generated_tokens": answer.usage.get("generated_tokens"),
             "frames": 0 if clip.timeline is None else len(clip.timeline),
             "frame_size": None if clip.timeline is None or not len(clip.timeline) else list(clip.timeline.shape[1:3])}
@@ -299,6 +299,11 @@ def print_table(results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         print("top costs on the dev clips: " + ", ".join(
             f"{k} {mean[k]:.3f} s ({100 * mean[k] / mean['total']:.0f} %)" for k in top))
 
+
+
+def _public(cue_text: str) -> str:
+    """Cue text fit for a committed result: the shared clips' transcripts are research-only, so quotes go."""
+    return 'says: "[transcript]"' if cue_text.startswith('says: "') else cue_text
 
 if __name__ == "__main__":
     main()
