@@ -5,10 +5,17 @@ Each fixture is lazy: a file is only built when some test asks for it, then reus
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import media
 import pytest
+
+# Ray reads these when it is first imported, which can be any test module's importorskip at collection: no usage
+# reporting (no network here), and 127.0.0.1 kept as given (else ray.init rewrites it to the outward address and
+# hangs connecting to the cluster it started).
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")

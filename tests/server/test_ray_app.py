@@ -28,7 +28,10 @@ def test_one_deployment_per_stage_plus_ingress_and_llm_with_options_from_setting
         }
     )
     d = deployments(build_app(s))
-    assert set(d) == {"ingress", "llm", "visual", "audio"}
+    assert set(d) == {"ingress", "llm", "visual", "audio", "asr"}  # every stage of the pipeline, ASR included
+    assert d["asr"].num_replicas == 2  # the `stage` defaults, as for visual
+    off = deployments(build_app(load_settings(asr={"enabled": False})))
+    assert set(off) == {"ingress", "llm", "visual", "audio"}
     assert {n: dep.name for n, dep in d.items()} == {n: n for n in d}
     assert d["visual"].num_replicas == 2
     assert (d["visual"].max_ongoing_requests, d["visual"].max_queued_requests) == (4, 16)
