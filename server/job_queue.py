@@ -31,7 +31,6 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -41,9 +40,9 @@ from redis.exceptions import ResponseError
 from engines.errors import Overloaded
 from server.errors import IdempotencyConflict, InvalidField
 from server.redis_state import BLOCK_MS, RedisState, RedisUnavailable
+from xemo.schemas import AnalyzeOptions
 
 if TYPE_CHECKING:
-    from server.jobs import Options
     from server.lifecycle import ServerState
 
 log = logging.getLogger("xemo.jobs")
@@ -208,7 +207,7 @@ class JobQueue:
         owner: str,
         video: bytes | None,
         audio: bytes | None,
-        opts: Options,
+        opts: AnalyzeOptions,
         idempotency_key: str | None,
         callback_url: str,
     ) -> tuple[str, bool]:
@@ -217,7 +216,7 @@ class JobQueue:
         from server.result_cache import cache_key
 
         await self._ensure_group()
-        options = {k: v for k, v in asdict(opts).items() if k != "stream"}
+        options = opts.model_dump(mode="json", exclude={"stream"})
         request_hash = await asyncio.to_thread(cache_key, video, audio, {**options, "callback_url": callback_url})
         idem = self.redis.key("idem", owner or "-", hashlib.sha256((idempotency_key or "").encode()).hexdigest())
         if idempotency_key:
@@ -488,11 +487,9 @@ class JobQueue:
         heartbeat: asyncio.Task,
     ) -> bool:
         """Run the analysis as a `server.jobs.Job`; its events go to the job's stream. True once it ended here."""
-        from server.jobs import Options
-
         job = job_cls(self.state, job_id, time.perf_counter(), "job")
         job.key_id = h.get("owner") or None
-        opts = Options(**json.loads(h.get("options") or "{}"))
+        opts = AnalyzeOptions.model_validate(json.loads(h.get("options") or "{}"))
         hk, ek = self.hash_key(job_id), self.events_key(job_id)
         final: dict[str, Any] | None = None
         try:

@@ -84,7 +84,7 @@ def _load(slots: int) -> LLMBackend:
         path = smollm2_gguf_path()
     except Exception as e:
         pytest.skip(str(e))
-    return load_backend(path, "llama_cpp", n_ctx=512, n_threads=1, max_num_seqs=3, prefix_cache_slots=slots)
+    return load_backend(path, "llama_cpp", n_ctx=1024, n_threads=1, max_num_seqs=3, prefix_cache_slots=slots)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,10 @@ def test_the_lite_pattern_hits_and_gives_exactly_the_uncached_scores_and_tokens(
             hits, saved = _hits(cached)
             assert _score(cached, [p]) == pytest.approx(reference[p][0], abs=1e-4)
             if rnd or p != PROMPTS[0]:
-                assert _hits(cached) == (hits + 1, saved + n_header // grid * grid)
+                # a hit reuses at least the shared header (more where the prompts agree past it), on the grid
+                now_hits, now_saved = _hits(cached)
+                assert now_hits == hits + 1 and now_saved - saved >= n_header // grid * grid
+                assert (now_saved - saved) % grid == 0
             hits, saved = _hits(cached)
             assert _greedy(cached, [p + " happy\nExplanation: In the video,"]) == reference[p][1]
             assert _hits(cached)[0] == hits + 1  # the explanation prompt extends the label prompt just scored
