@@ -30,7 +30,7 @@ KEYS = {"a": "key-tenant-a", "b": "key-tenant-b", "load": "key-load", "limit": "
 BURST = 30
 FORM = {"max_tokens": "12", "temperature": "0"}
 PREFIX = "xt"
-NO_CLIP = {"transcript": (None, "x")}  # multipart, but no file
+NO_CLIP = {"labels": (None, "happy,sad")}  # multipart, but nothing to analyse: 422 after the limit check
 
 
 def auth(who: str) -> dict[str, str]:
@@ -162,7 +162,7 @@ def test_a_job_is_readable_from_any_process_only_by_its_key(pair: list[ServerPro
     # events from the start, then live, read from the process that did not take the job
     events = sse(b.url, job["status_url"] + "/events", "a")
     assert events[0]["type"] == "label" and events[-1]["type"] == "done"
-    assert "".join(e["text"] for e in events if e["type"] == "token").strip() == events[-1]["answer"]["explanation"]
+    assert "".join(e["text"] for e in events if e["type"] == "segment") == events[-1]["answer"]["explanation"]
     done = wait_job(b.url, job["id"], "a")
     assert done["status"] == "done" and done["attempts"] == 1 and done["answer"] == events[-1]["answer"]
     assert sse(a.url, job["status_url"] + "/events", "a") == events  # a replay gives the same events again
@@ -225,6 +225,7 @@ def test_redis_killed_during_load(pair: list[ServerProcess], private_redis: Redi
         while not stop.is_set():
             r = post(url, clip, "load", transcript="under load")
             results.append((r.status_code, r.headers.get("x-xemo-cache")))
+            time.sleep(0.05)
 
     threads = [threading.Thread(target=load, args=(s.url,)) for s in pair]
     for t in threads:
@@ -257,7 +258,8 @@ def test_redis_killed_during_load(pair: list[ServerProcess], private_redis: Redi
         for t in threads:
             t.join(240)
     statuses = [s for s, _ in results]
-    assert statuses and all(s == 200 for s in statuses), statuses  # no 5xx (and nothing else) while Redis was gone
+    # no 5xx while Redis was gone: answers, or (the key's small burst spent by cache hits) a clean 429
+    assert statuses and all(s in (200, 429) for s in statuses) and 200 in statuses, statuses
     assert "bypass" in {c for _, c in results}
     # recovered by itself: the shared cache works again across the processes
     first = post(a.url, clip, "load", transcript="after the restart")
