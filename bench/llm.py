@@ -269,11 +269,13 @@ def compare_builds(args: argparse.Namespace) -> None:
             rows.append({**row, "runs": False, "preflight": str(e)})
             print(f"  {name}: does not run here", file=sys.stderr, flush=True)
             continue
-        tmp = Path(tempfile.mkdtemp()) / "llm.json"
-        subprocess.run([sys.executable, __file__, "--configs", "llama_cpp:none", "--concurrency", args.concurrency,
-                        "--steps", str(args.steps), "--repeats", str(args.repeats), "--threads", str(args.threads),
-                        "--out", str(tmp)], check=True, env=env, stdout=subprocess.DEVNULL)
-        run = json.loads(tmp.read_text())["runs"][0]
+        with tempfile.TemporaryDirectory() as tmp:
+            res = Path(tmp) / "llm.json"
+            subprocess.run([sys.executable, __file__, "--configs", "llama_cpp:none", "--concurrency",
+                            args.concurrency, "--steps", str(args.steps), "--repeats", str(args.repeats),
+                            "--threads", str(args.threads), "--out", str(res)],
+                           check=True, env=env, stdout=subprocess.DEVNULL)
+            run = json.loads(res.read_text())["runs"][0]
         rows.append({**row, "runs": True, "cpu_variant": pre.variant, "system_info": pre.system_info,
                      "prefill_tok_s": run["prefill"]["tokens_per_s"],
                      "decode": {d["concurrent"]: d["aggregate_tok_s"] for d in run["decode"]}})

@@ -8,6 +8,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples"
 SENTENCE = "I cannot believe you did this again, this is completely unacceptable."
 
@@ -72,3 +74,11 @@ def face_clip(out: Path, image: Path, seconds: float = 4.0, audio: Path | None =
     args += ["-vf", vf, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-t", str(seconds), str(out)]
     ffmpeg(*args)
     return out
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """A test wav as float32 samples and its sample rate."""
+    import soundfile as sf
+
+    x, sr = sf.read(path, dtype="float32")
+    return x, sr

@@ -7,7 +7,6 @@ from pathlib import Path
 import media
 import numpy as np
 import pytest
-import soundfile as sf
 
 from engines.errors import BadRequest, MediaError
 from engines.perception.audio import AudioPerceiver, AudioResult
@@ -22,9 +21,7 @@ def perceiver() -> AudioPerceiver:
     return AudioPerceiver(LiteSettings())
 
 
-def load(path: Path) -> tuple[np.ndarray, int]:
-    x, sr = sf.read(path, dtype="float32")
-    return x, sr
+load = media.read_wav
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import media
 import numpy as np
 import pytest
-import soundfile as sf
 
 from engines.perception.audio import AudioPerceiver
 from engines.perception.audio.reconcile import reconcile_speech
@@ -24,9 +23,7 @@ def perceiver() -> AudioPerceiver:
     return AudioPerceiver(LiteSettings())
 
 
-def load(path: Path) -> tuple[np.ndarray, int]:
-    x, sr = sf.read(path, dtype="float32")
-    return x, sr
+load = media.read_wav
 
 
 def cue(text: str, start: float | None, end: float | None, strength: float, modality: str = "visual") -> Cue:
