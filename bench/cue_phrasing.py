@@ -13,7 +13,9 @@ phrase perception already states for something else (the change-over-time phrase
 
     .venv/bin/python bench/cue_phrasing.py [--out bench/results/cue_phrasing.json] [--shared DIR]
 
-Only our own phrases and the numbers land in the JSON, never description text. Skips when `../shared` is absent.
+It also counts, per MER label, how many descriptions name each of a list of emotional-state words (the readings
+of engines/lite/explain.py come from these counts). Only our own phrases and the numbers land in the JSON, never
+description text. Skips when `../shared` is absent.
 """
 
 from __future__ import annotations
@@ -77,6 +79,17 @@ MEASURES: dict[str, tuple[str, str, str, list[str]]] = {
 }
 OPENER = {"visual": "In the video, ", "auditory": "In the audio, "}
 
+# State words EMER descriptions use, as the noun a reading would state (engines/lite/explain.py READINGS): counted
+# per MER label over the whole descriptions, to pick each label's readings.
+STATES: dict[str, str] = {
+    "cheerful": "a cheerful mood", "joy": "joy", "satisf": "satisfaction", "gratitude|grateful": "gratitude",
+    "delight": "delight", "excite": "excitement", "helpless": "helplessness", "sorrow": "sorrow", "upset": "upset",
+    "disappoint": "disappointment", "low mood": "a low mood", "dissatisf": "dissatisfaction", "irritat": "irritation",
+    "impatien": "impatience", "resent": "resentment", "frustrat": "frustration", "concern": "concern",
+    "unease|uneasy": "unease", "anxi": "anxiety", "nervous": "nervousness", "astonish": "astonishment",
+    "amaze": "amazement", "shock": "shock",
+}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,7 +110,8 @@ def main() -> None:
     emb = CachedEmbedder(MiniLMEmbedder())
     ex = OfflineExtractor(emb)
     with data.open(newline="", encoding="utf-8") as f:
-        described = [ex.extract(r["reasons"]) for r in csv.DictReader(f)]
+        emer = list(csv.DictReader(f))
+    described = [ex.extract(r["reasons"]) for r in emer]
 
     out: dict[str, dict] = {}
     for name, (cat, pattern, current, candidates) in MEASURES.items():
@@ -124,9 +138,17 @@ def main() -> None:
         out[name] = {"category": cat, "descriptions": len(docs), "wordings": rows, "chosen": choice}
         cells = "  ".join(f"{r['wording']!r} {r['mean']}/{r['matched']}" for r in rows)
         print(f"{name:12} n={len(docs):2}  -> {choice!r:34} {cells}")
+    states: dict[str, dict[str, int]] = {}
+    for label in sorted({r["emotions"] for r in emer}):
+        texts = [r["reasons"].lower() for r in emer if r["emotions"] == label]
+        counts = {noun: sum(bool(re.search(rf"\b(?:{stem})", t)) for t in texts) for stem, noun in STATES.items()}
+        states[label] = {"descriptions": len(texts), **dict(sorted(((k, v) for k, v in counts.items() if v),
+                                                                  key=lambda kv: -kv[1]))}
+        print(f"readings {label:9} ({len(texts)} descriptions): {states[label]}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rule": {"min_descriptions": MIN_DESCRIPTIONS, "min_gain": MIN_GAIN,
-                                             "match": MATCH}, "measures": out}, indent=1) + "\n")
+                                             "match": MATCH}, "measures": out, "state_words": states},
+                                   indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

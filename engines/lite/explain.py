@@ -28,18 +28,16 @@ CONNECTIVES: tuple[str, ...] = (", and ", "; ", ", while ")
 # How a modality's sentence is read ("In the audio, ... This indicates ...").
 INTERPRETS: dict[Modality, str] = {"visual": " This suggests ", "auditory": " This indicates ",
                                    "verbal": " This implies "}
-# The closed set of readings per label: the label's noun and the states EMER descriptions of that emotion name most
-# often besides it (words they use for opposite emotions too, such as "excited", are left out). Another label is
-# read as itself.
+# The closed set of readings per label: the label's noun, then up to two states that at least two EMER descriptions of
+# that emotion name (most named first), leaving out those that descriptions of an emotion of the other valence name
+# too, such as "excitement" for both anger and joy (bench/cue_phrasing.py counts them). A label without such
+# descriptions is read as its noun alone.
 READINGS: dict[str, tuple[str, ...]] = {
     "happy": ("happiness", "a cheerful mood", "satisfaction"),
     "sad": ("sadness", "helplessness", "sorrow"),
     "angry": ("anger", "dissatisfaction", "impatience"),
-    "worried": ("worry", "concern", "unease"),
-    "surprise": ("surprise", "astonishment", "delight"),
-    "neutral": ("a composed state", "calmness", "no strong emotion"),
-    "fear": ("fear", "nervousness"),
-    "disgust": ("disgust", "distaste"),
+    "worried": ("worry", "concern"),
+    "neutral": ("a composed state",),
 }
 # The closing inference, in the form EMER descriptions end with.
 CONCLUDE = " It can be inferred that the person's emotional state is "

@@ -82,9 +82,11 @@ def _lines(parts: dict[Modality, str], present: tuple[Modality, ...]) -> str:
 
 def _example(ex: Example, present: tuple[Modality, ...]) -> str:
     explanation = ""
-    for k, m in enumerate(present):  # each sentence followed by a reading not used before, in the grammar's words
+    reads = readings(ex.label)
+    for k, m in enumerate(present):  # each sentence followed by a reading not used before, while there is one
         cs = [clause(Cue(m, t)) for t in ex.cues[m]]
-        explanation += " " + OPENERS[m] + CONNECTIVES[0].join(cs) + "." + interpretation(m, readings(ex.label)[k])
+        explanation += " " + OPENERS[m] + CONNECTIVES[0].join(cs) + "." + (interpretation(m, reads[k])
+                                                                           if k < len(reads) else "")
     lines = {m: "; ".join(ex.cues[m]) for m in present}
     return f"\nCues:\n{_lines(lines, present)}\nEmotion: {ex.label}\nExplanation:{explanation}\n"
 
