@@ -20,8 +20,8 @@ Runs the lite pipeline over the shared sample (labelled, with a reference descri
 
     .venv/bin/python bench/quality.py [--out bench/results/quality.json] [--shared DIR] [--no-emer]
 
-Skips cleanly (exit 0) when `../shared` is absent. Research data never lands in the JSON: transcripts and quotes
-of the shared clips are replaced by "[transcript]".
+Skips cleanly (exit 0) when `../shared` is absent. Research data never lands in the JSON: transcripts of the
+shared clips, given or recognised from their speech, and their quotes are replaced by "[transcript]".
 """
 
 from __future__ import annotations
@@ -296,9 +296,23 @@ def emocue(explanation: str, reference: str, extractor: Any, emb: Any) -> dict[s
 
 
 # -- the run --------------------------------------------------------------------------------------------------
+def said(answer: Any) -> list[str]:
+    """What was said, as an answer's strings hold it: the transcript (given or recognised), its translation, and the
+    quotes of the verbal cues (cut to the quote length). Segments and words are blanked in `answer_json` instead,
+    since a single word is no string to replace everywhere."""
+    out: list[str] = []
+    tr = getattr(answer, "transcript", None)
+    if tr is not None:
+        out += [tr.text, tr.english or ""]
+    for c in answer.cues:
+        if c.modality == "verbal" and c.text.startswith('says: "'):
+            out.append(c.text[len('says: "'):].removesuffix('"'))
+    return [t.strip() for t in out if t and t.strip()]
+
+
 def redact(obj: Any, secrets: list[str]) -> Any:
     if isinstance(obj, str):
-        for s in secrets:
+        for s in sorted(set(secrets), key=len, reverse=True):  # a whole quote before any word of it
             obj = obj.replace(s, "[transcript]")
         return obj
     if isinstance(obj, dict):
@@ -346,6 +360,8 @@ def main() -> None:
                 secrets.append(clip["transcript"])
             r = asyncio.run(analyze(pipe, clip))
             a = r["answer"]
+            if clip["set"] != "generated":  # what the shared clips' own speech was recognised as, too
+                secrets += said(a)
             row = {"set": clip["set"], "id": clip["id"], "label": a.emotion["label"],
                    "reference_label": clip.get("label"), **measure(a, emb, phrases),
                    "token_events": r["token_events"], "first_token_s": r["first_token_s"], "wall_s": r["wall_s"],
@@ -353,6 +369,10 @@ def main() -> None:
             if clip.get("reference"):
                 row["emocue360"] = emocue(a.explanation, clip["reference"], extractor, emb)
                 row["answer_json"] = a.to_dict()
+                for seg in (row["answer_json"].get("transcript") or {}).get("segments") or []:
+                    seg["text"] = "[transcript]"
+                    for w in seg.get("words") or []:
+                        w["word"] = "[transcript]"
             rows.append(row)
             print(f"{clip['set']:9} {clip['id']:20} {a.emotion['label']:8} claims {row['claims']:2}  "
                   f"cited {row['claims_citing']:2}  wall {r['wall_s']:.1f}s", flush=True)

@@ -39,6 +39,16 @@ READINGS: dict[str, tuple[str, ...]] = {
     "worried": ("worry", "concern"),
     "neutral": ("a composed state",),
 }
+# A reading must not contradict the sentence it reads: after a sentence whose cues include one of clear valence
+# (a smile, negative wording), only labels of that valence or of none (surprise, neutral) may be read.
+VALENCE: dict[str, int] = {"happy": 1, "sad": -1, "angry": -1, "worried": -1, "fear": -1, "disgust": -1}
+_CUE_VALENCE: tuple[tuple[str, int], ...] = (  # substrings of cue phrases, the first match counts
+    ("smile fades", -1), ("mouth turn down", -1), ("mouth pull down", -1), ("negative wording", -1),
+    ("words express anger", -1), ("words express sadness", -1), ("words express worry", -1),
+    ("words express frustration", -1), ("looks sad", -1), ("looks angry", -1), ("looks fearful", -1),
+    ("looks disgusted", -1), ("smil", 1), ("mouth turn up", 1), ("from down to up", 1), ("positive wording", 1),
+    ("words express joy", 1), ("looks happy", 1), ("laughs", 1),
+)
 # The closing inference, in the form EMER descriptions end with.
 CONCLUDE = " It can be inferred that the person's emotional state is "
 ADJECTIVES: dict[str, str] = {"surprise": "surprised", "fear": "fearful", "disgust": "disgusted"}
@@ -69,6 +79,12 @@ def readings(label: str) -> tuple[str, ...]:
 def interpretation(modality: Modality, reading: str) -> str:
     """The sentence that reads a modality's cues: " This suggests a cheerful mood." after the video."""
     return INTERPRETS[modality] + reading + "."
+
+
+def cue_valence(text: str) -> int:
+    """+1 or -1 for a cue phrase of clear valence, 0 otherwise."""
+    t = text.lower()
+    return next((v for key, v in _CUE_VALENCE if key in t), 0)
 
 
 def adjective(label: str) -> str:
@@ -103,6 +119,7 @@ def conclusion(label: str, runner: str | None) -> str:
 class _Sentence:
     modality: Modality
     clauses: list[tuple[str, str]]  # (clause text, cue id), the model picks among them
+    valences: set[int] = field(default_factory=set)  # the clear valences among its cues
 
 
 @dataclass
@@ -123,15 +140,24 @@ class Explainer:
             seen: dict[str, str] = {}
             for c in cs:
                 seen.setdefault(clause(c), c.id)  # two cues with one phrase would be one claim
-            self.sentences.append(_Sentence(m, list(seen.items())))
+            self.sentences.append(_Sentence(m, list(seen.items()), {cue_valence(c.text) for c in cs} - {0}))
         self.runner = runner_up(self.scores, self.label)
-        self.readings = list(dict.fromkeys(r for lb in (self.label, self.runner) if lb for r in readings(lb)))
+        # (reading, label) pairs; a reading's index is its bit in the grammar
+        self._reads = list({r: lb for lb in (self.label, self.runner) if lb for r in readings(lb)}.items())
+        self.readings = [r for r, _ in self._reads]
         if len(self.readings) > 64:  # one bit each in llguidance's 64-bit parameter
             raise ValueError("too many readings for one explanation")
 
+    def _allowed(self, s: _Sentence) -> list[tuple[int, str]]:
+        """(bit, reading) of the readings that may follow sentence `s`: none that its cues contradict."""
+        return [(j, r) for j, (r, lb) in enumerate(self._reads)
+                if not any(v == -VALENCE.get(lb, 0) for v in s.valences)]
+
     def interpretations(self, modality: Modality) -> list[str]:
-        """The readings the model may add after the sentence of `modality`: the label's, and the runner-up's."""
-        return [interpretation(modality, r) for r in self.readings]
+        """The readings the model may add after the sentence of `modality`: the label's and the runner-up's, except
+        those its cues contradict."""
+        s = next((s for s in self.sentences if s.modality == modality), None)
+        return [interpretation(modality, r) for _, r in self._allowed(s)] if s else []
 
     @property
     def empty(self) -> bool:
@@ -153,8 +179,8 @@ class Explainer:
             lines.append(f"s{k}::_ : {q(' ' + OPENERS[s.modality])} p{k}::0x0 r{k}::_")
             reads = [f"{q(INTERPRETS[s.modality] + r + '.')}"
                      + ("" if k == last else f" s{k + 1}::set_bit({j})") + f" %if bit_clear({j})"
-                     for j, r in enumerate(self.readings)]
-            lines.append(f"r{k}::_ : {after.strip() or q('')}\n    | " + "\n    | ".join(reads))
+                     for j, r in self._allowed(s)]
+            lines.append(f"r{k}::_ : " + "\n    | ".join([after.strip() or q(""), *reads]))
             picks = [f"{q(text)} a{k}::set_bit({i}) %if bit_clear({i})" for i, (text, _) in enumerate(s.clauses)]
             lines.append(f"p{k}::_ : " + "\n    | ".join(picks))
             # the guard keeps a connective from being offered once every clause is used
@@ -165,7 +191,7 @@ class Explainer:
         """The longest text the grammar allows (to size max_tokens: a cut-off output is incomplete)."""
         conn = max(CONNECTIVES, key=len)
         return "".join(" " + OPENERS[s.modality] + conn.join(t for t, _ in s.clauses) + "."
-                       + max(self.interpretations(s.modality), key=len) for s in self.sentences)
+                       + max(self.interpretations(s.modality), key=len, default="") for s in self.sentences)
 
     # -- segments ------------------------------------------------------------------------------------------
     def segments(self, text: str) -> list[Segment]:

@@ -69,8 +69,8 @@ def test_grammar_compiles_and_segments_parse_the_text_it_allows() -> None:
     assert ex.runner == "angry"  # close scores: the runner-up may be read and is named in the conclusion
     assert explain.conclusion(ex.label, ex.runner) == (
         " It can be inferred that the person's emotional state is happy, or possibly angry.")
-    text = (" In the video, the eyes squint, and the person smiles. This suggests anger."
-            " In the audio, the person speaks in an intense tone. This indicates happiness.")
+    text = (" In the video, the eyes squint, and the person smiles. This suggests happiness."
+            " In the audio, the person speaks in an intense tone. This indicates anger.")
     segs = ex.segments(text)
     assert "".join(s.text for s in segs) == text
     assert [(s.kind, s.cue_ids) for s in segs] == [("observation", ["v2", "v1"]), ("interpretation", ["v2", "v1"]),
@@ -105,6 +105,25 @@ def test_each_sentence_may_be_read_once_and_no_reading_twice() -> None:
     assert not accepts(ex, " In the video, the person smiles and the eyes squint." + a + t)  # merged clauses
     assert accepts(ex, " In the video, the person smiles, and the eyes squint; the person nods." + a + t)
     assert explain.conclusion("happy", None) == " It can be inferred that the person's emotional state is happy."
+
+
+def test_a_reading_never_contradicts_the_sentence_it_reads() -> None:
+    """A smile is not read as anger, negative wording not as happiness; cues of no clear valence allow either."""
+    cues = [*LOUD, *cues_of(("verbal", 'says: "fine"'), ("verbal", "mildly negative wording"))]
+    ex = Explainer(cues, "angry", {"angry": 0.5, "happy": 0.45, "sad": 0.05})
+    assert ex.runner == "happy"
+    per = {s.modality: ex.interpretations(s.modality) for s in ex.sentences}
+    assert per["visual"] == [" This suggests happiness.", " This suggests a cheerful mood.",
+                             " This suggests satisfaction."]  # the smile: only the runner-up's readings
+    assert " This indicates anger." in per["auditory"] and " This indicates happiness." in per["auditory"]
+    assert per["verbal"] == [" This implies anger.", " This implies dissatisfaction.", " This implies impatience."]
+    v, a, t = (" In the video, the person smiles.", " In the audio, the voice is loud.",
+               ' In the text, the person says "fine".')
+    assert not accepts(ex, v + " This suggests anger." + a + t)
+    assert accepts(ex, v + a + " This indicates anger." + t + " This implies dissatisfaction.")
+    # a face with no clear valence may be read either way
+    plain = Explainer(cues_of(("visual", "nods"), ("visual", "blinks")), "angry", {"angry": 1.0})
+    assert plain.interpretations("visual")[0] == " This suggests anger."
 
 
 def test_each_stated_cue_is_its_own_clause_for_a_cue_extractor() -> None:
