@@ -7,7 +7,8 @@ Sizes (configs built in code, no download):
 - full: CLIP ViT-L/14, HuBERT-Large, a Qwen3-4B-shaped LLM, LoRA r 512 (the paper's), bf16 on one GPU.
 Each clip has 16 frames and `--audio-s` seconds of audio; the feature cache is off, so every step runs the frozen
 encoders (the first-epoch cost; later epochs skip them). A step's time covers batch assembly, forward, backward
-and the optimiser; the first step is a warm-up and not counted. Writes bench/results/train.json.
+and the optimiser; the first step is a warm-up and not counted. Writes bench/results/train.json, keeping the rows
+of sizes and stages a run did not measure.
 
     .venv/bin/python bench/train.py [--sizes tiny,base] [--stages stage1,stage2,stage3] [--steps 3] [--batch 2]
     .venv/bin/python bench/train.py --sizes full --device cuda   # written for one GPU, not run on the CPU box
@@ -159,18 +160,25 @@ def main() -> None:
             models = build_models(size, root / "models", llm="stage3" in a.stages)
             for stage in a.stages.split(","):
                 row = bench_stage(size, models, stage, data, a.steps, a.batch, a.device, root / "runs")
+                row["loadavg_1m"] = round(os.getloadavg()[0], 2)
                 results.append(row)
                 print(f"{size:5} {stage}  batch {a.batch}  {row['samples_per_s']} samples/s  "
                       f"(loss {row['first_loss']:.3f} -> {row['last_loss']:.3f}, {row['wall_s_incl_load']} s)",
                       flush=True)
     load = os.getloadavg()
+    out = Path(a.out)
+    if out.exists():  # keep the rows of sizes and stages this run did not measure (each row says its load)
+        done = {(r["size"], r["stage"]) for r in results}
+        old = json.loads(out.read_text())
+        if old.get("device") == a.device:
+            results = [r for r in old.get("results", []) if (r["size"], r["stage"]) not in done] + results
     doc = {"bench": "train", "device": a.device, "threads": a.threads, "audio_s": a.audio_s, "steps": a.steps,
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_1m_at_end": load[0]},
            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
            "note": "shared 2-core CPU box under load from other jobs; compare ratios within one run",
            "results": results}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {a.out}")
 
 
