@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import media
@@ -17,6 +18,7 @@ from engines.errors import ModelError
 from engines.perception.asr import (
     AsrResult,
     Recognizer,
+    asr_request_error,
     english_text,
     model_files,
     resolve_transcript,
@@ -260,14 +262,25 @@ def test_a_client_transcript_is_used_as_given_and_untimed() -> None:
 # -- which transcript an answer uses -----------------------------------------------------------------------------
 
 
-def test_asr_runs_only_without_a_client_transcript_unless_always() -> None:
+def test_asr_runs_only_without_a_client_transcript_unless_always_or_asked_for() -> None:
     on, stages = AsrSettings(), {"asr": object()}
     assert wants_asr(on, None, stages) and wants_asr(on, "   ", stages)
     assert not wants_asr(on, "I am fine.", stages)
     assert wants_asr(AsrSettings(always=True), "I am fine.", stages)
     assert not wants_asr(AsrSettings(enabled=False), None, stages) and not wants_asr(on, None, {})
+    # the request's own asr option: true runs it despite the transcript, false never runs it
+    assert wants_asr(on, "I am fine.", stages, True) and not wants_asr(on, None, stages, False)
+    assert not wants_asr(AsrSettings(always=True), "I am fine.", stages, False)
+    assert not wants_asr(AsrSettings(enabled=False), "I am fine.", stages, True)
+    assert asr_request_error(AsrSettings(enabled=False), True, True).startswith("asr: speech recognition is")
+    assert asr_request_error(on, True, False).startswith("asr: there is no clip")
+    assert asr_request_error(on, True, True) is None
+    assert asr_request_error(AsrSettings(enabled=False), None, True) is None  # not asked for: nothing to refuse
     heard = AsrResult(Transcript(text="好 再见", source="asr", language="zh", english="Okay, goodbye."))
-    assert resolve_transcript("I am fine.", heard) is heard.transcript  # asr.always: what was heard wins
+    # ASR asked for (or asr.always): what was heard wins, the client's text is kept beside it
+    both = resolve_transcript("I am fine.", heard)
+    assert both == replace(heard.transcript, client_text="I am fine.") and both.source == "asr"
+    assert resolve_transcript(None, heard) == heard.transcript and heard.transcript.client_text is None
     assert resolve_transcript("I am fine.", None) == Transcript(text="I am fine.", source="client")
     assert resolve_transcript("  ", None) is None and resolve_transcript(None, None) is None
     assert english_text(heard.transcript) == "Okay, goodbye." and english_text(None) is None
