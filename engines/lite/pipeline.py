@@ -195,12 +195,13 @@ class LitePipeline(Pipeline):
         from engines.perception.resolve import finalize_cues
 
         async def hear() -> tuple[Any, Any]:
-            """The vocal cues, then (on speech, when no transcript was given) what was said."""
+            """The vocal cues, then (on speech, when no transcript was given or ASR was asked for) what was said."""
             if clip.audio is None:
                 return None, None
             aud = await timed("audio", (clip.audio, clip.sample_rate))
             heard = None
-            if aud.speech_found and wants_asr(self.settings.asr, request.transcript, self.stage_names()):
+            if aud.speech_found and wants_asr(self.settings.asr, request.transcript, self.stage_names(),
+                                              request.asr):
                 heard = await timed("asr", (clip.audio, clip.sample_rate))
             return aud, heard
 

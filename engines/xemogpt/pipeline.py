@@ -210,7 +210,7 @@ class XEmoGPTPipeline(Pipeline):
         from engines.perception.asr import english_text, resolve_transcript, wants_asr
 
         # No VAD stage here: the recogniser's own VAD decides whether the clip has speech.
-        hear = has_audio and wants_asr(self.settings.asr, request.transcript, self.stages)
+        hear = has_audio and wants_asr(self.settings.asr, request.transcript, self.stages, request.asr)
         video, audio, heard = await asyncio.gather(
             timed("vision_encode", clip.frames) if has_video else nothing(),
             timed("audio_encode", clip.audio) if has_audio else nothing(),
