@@ -319,7 +319,7 @@ class TransformersBackend(BatchedBackend):
         with torch.inference_mode():
             if seqs != self._rows:
                 self._rebatch(seqs)
-            ids = torch.tensor([[s.last_token] for s in seqs], device=self.device)
+            ids = torch.tensor([[s.step_tokens[0]] for s in seqs], device=self.device)  # max_step_tokens = 1
             pos = torch.tensor([[s.pos] for s in seqs], device=self.device)
             mask = torch.cat([self._mask, torch.ones(len(seqs), 1, dtype=torch.long, device=self.device)], 1)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=self._cache, use_cache=True)
