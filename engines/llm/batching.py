@@ -7,8 +7,8 @@ delays the running streams by one chunk at a time instead of its whole prefill. 
 sequences leave at once and their slot (and KV cells) are freed. Tokens a constraint forces (a grammar whose
 next bytes are fixed) are streamed at once and written to the KV cache in the next step together with the sampled
 token before them, one forward pass for all of them instead of one each (backends whose `_decode` takes one token
-per sequence, `max_step_tokens = 1`, write them one step at a time without sampling). Tokens go back to the event loop with
-`loop.call_soon_threadsafe`, so no model work ever runs on the loop.
+per sequence, `max_step_tokens = 1`, write them one step at a time without sampling). Tokens go back to the event
+loop with `loop.call_soon_threadsafe`, so no model work ever runs on the loop.
 
 A backend subclasses `BatchedBackend` and implements the model hooks `_prefill_chunk`, `_decode`, `_release`
 and `_score` (all called only from the engine thread); `_reuse_prefix` / `_prompt_done` let it skip the
