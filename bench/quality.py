@@ -13,14 +13,15 @@ Runs the lite pipeline over the shared sample (labelled, with a reference descri
   cues (must be 0); the grammar's own closed vocabulary (openers, connectives, readings) is not a claim;
 - the label distribution; and on `../shared/data/emer-v1-text.csv` the reasoning step alone: cues extracted from
   each description (offline extractor, conclusion sentences and emotion words dropped) plus the subtitle,
-  the label chosen from them, accuracy and UAR against the MER labels;
+  the label chosen from them, accuracy and UAR against the MER labels, both with the configured label scoring
+  (per-token log-likelihood) and with contextual calibration added (`emer_v1_text_calibrated`);
 - EmoCue-360 (max and one-to-one matching) of the sample's explanation against its reference description, next
   to a constant generic explanation (the floor to beat).
 
     .venv/bin/python bench/quality.py [--out bench/results/quality.json] [--shared DIR] [--no-emer]
 
-Skips cleanly (exit 0) when `../shared` is absent. Research data never lands in the JSON: transcripts and quotes
-of the shared clips are replaced by "[transcript]".
+Skips cleanly (exit 0) when `../shared` is absent. Research data never lands in the JSON: transcripts of the
+shared clips, given or recognised from their speech, and their quotes are replaced by "[transcript]".
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ _SENT = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = re.compile(r",\s+(?:and\s+|while\s+)?|;\s+|\s+and\s+|\s+while\s+")
 _OPENER = re.compile(r"^\s*(?:in the (?:video|audio|text),?\s*|the words\s+)", re.I)
 _QUOTED = re.compile(r'"[^"]*"')
+# Sentences an answer without segments may hold that are ours, not the model's: the conclusion and absence facts.
+_OURS = re.compile(r"\s*(?:these cues suggest|it can be inferred that the person's emotional state|"
+                   r"no (?:face|speech|transcript|cues)\b)", re.I)
 
 
 def norm(s: str) -> str:
@@ -135,7 +139,8 @@ def closed_vocabulary() -> list[str]:
         from engines.lite import explain
     except ImportError:
         return []
-    words = [*explain.OPENERS.values(), *explain.CONNECTIVES, explain.INTERPRET, *explain.READINGS.values()]
+    words = [*explain.OPENERS.values(), *explain.CONNECTIVES, *explain.INTERPRETS.values(),
+             *(r for rs in explain.READINGS.values() for r in rs), explain.CONCLUDE]
     return [norm(w) for w in words if norm(w)]
 
 
@@ -159,7 +164,7 @@ def claims_of(answer: Any) -> list[dict[str, Any]]:
                         for cl in _clauses(sent)]
         return out
     for sent in _SENT.split(answer.explanation):
-        if not sent.strip() or re.match(r"\s*(?:these cues suggest|no (?:face|speech|transcript|cues)\b)", sent, re.I):
+        if not sent.strip() or _OURS.match(sent):
             continue  # the conclusion names the label and absence facts are ours: neither states a cue
         for cl in _clauses(sent):
             out.append({"text": cl, "kind": "free_text", "cue_ids": []})
@@ -291,9 +296,23 @@ def emocue(explanation: str, reference: str, extractor: Any, emb: Any) -> dict[s
 
 
 # -- the run --------------------------------------------------------------------------------------------------
+def said(answer: Any) -> list[str]:
+    """What was said, as an answer's strings hold it: the transcript (given or recognised), its translation, and the
+    quotes of the verbal cues (cut to the quote length). Segments and words are blanked in `answer_json` instead,
+    since a single word is no string to replace everywhere."""
+    out: list[str] = []
+    tr = getattr(answer, "transcript", None)
+    if tr is not None:
+        out += [tr.text, tr.english or ""]
+    for c in answer.cues:
+        if c.modality == "verbal" and c.text.startswith('says: "'):
+            out.append(c.text[len('says: "'):].removesuffix('"'))
+    return [t.strip() for t in out if t and t.strip()]
+
+
 def redact(obj: Any, secrets: list[str]) -> Any:
     if isinstance(obj, str):
-        for s in secrets:
+        for s in sorted(set(secrets), key=len, reverse=True):  # a whole quote before any word of it
             obj = obj.replace(s, "[transcript]")
         return obj
     if isinstance(obj, dict):
@@ -341,6 +360,8 @@ def main() -> None:
                 secrets.append(clip["transcript"])
             r = asyncio.run(analyze(pipe, clip))
             a = r["answer"]
+            if clip["set"] != "generated":  # what the shared clips' own speech was recognised as, too
+                secrets += said(a)
             row = {"set": clip["set"], "id": clip["id"], "label": a.emotion["label"],
                    "reference_label": clip.get("label"), **measure(a, emb, phrases),
                    "token_events": r["token_events"], "first_token_s": r["first_token_s"], "wall_s": r["wall_s"],
@@ -348,11 +369,21 @@ def main() -> None:
             if clip.get("reference"):
                 row["emocue360"] = emocue(a.explanation, clip["reference"], extractor, emb)
                 row["answer_json"] = a.to_dict()
+                for seg in (row["answer_json"].get("transcript") or {}).get("segments") or []:
+                    seg["text"] = "[transcript]"
+                    for w in seg.get("words") or []:
+                        w["word"] = "[transcript]"
             rows.append(row)
             print(f"{clip['set']:9} {clip['id']:20} {a.emotion['label']:8} claims {row['claims']:2}  "
                   f"cited {row['claims_citing']:2}  wall {r['wall_s']:.1f}s", flush=True)
-        emer = asyncio.run(emer_labels(pipe, extractor)) if not args.no_emer and (
-            SHARED / "data" / "emer-v1-text.csv").is_file() else None
+        emer = emer_cal = None
+        if not args.no_emer and (SHARED / "data" / "emer-v1-text.csv").is_file():
+            emer = asyncio.run(emer_labels(pipe, extractor))
+            configured = pipe.lite
+            pipe.lite = configured.model_copy(update={"label_calibration": not configured.label_calibration})
+            other = asyncio.run(emer_labels(pipe, extractor))
+            pipe.lite = configured
+            emer, emer_cal = (other, emer) if configured.label_calibration else (emer, other)
     pipe.close()
 
     def total(key: str, sel: list[dict[str, Any]]) -> int:
@@ -379,9 +410,10 @@ def main() -> None:
               f"{s['observations_supported_by_cited_cue']:>11} {s['observations_supported_by_any_cue']:>13} "
               f"{s['unresolved_opposite_pairs']:9} {s['copied_example_phrases']:6}")
     print("labels:", summary["all"]["labels"])
-    if emer:
-        print(f"emer-v1-text (label from cues + subtitle): accuracy {emer['accuracy']:.3f}  UAR {emer['uar']:.3f}  "
-              f"predicted {emer['predicted']}")
+    for name, e in (("per-token", emer), ("per-token + calibrated", emer_cal)):
+        if e:
+            print(f"emer-v1-text (label from cues + subtitle, {name}): accuracy {e['accuracy']:.3f}  "
+                  f"UAR {e['uar']:.3f}  predicted {e['predicted']}")
     for r in rows:
         if "emocue360" in r:
             for m in ("max", "one-to-one"):
@@ -391,7 +423,8 @@ def main() -> None:
                 print(f"EmoCue-360 F1 {r['id']} ({m}): answer vs generic floor: {cells}")
 
     result = {
-        "summary": summary, "emer_v1_text": emer, "answers": rows, "load_s": round(load_s, 2),
+        "summary": summary, "emer_v1_text": emer, "emer_v1_text_calibrated": emer_cal,
+        "label_calibration_configured": settings.lite.label_calibration, "answers": rows, "load_s": round(load_s, 2),
         "model": pipe.model, "machine": platform.platform(), "cpus": os.cpu_count(),
         "note": "shared 2-core CPU box under load from other jobs: latencies are indicative only",
     }

@@ -102,7 +102,7 @@ _LEAD = re.compile(
     re.I,
 )
 _SUBTITLE_ONLY = re.compile(
-    r"^(?:in the text,?\s*)?(?:the )?(?:subtitle|text|character|speaker|man|woman|lady|he|she|they)?\s*"
+    r"^(?:in the text,?\s*)?(?:the )?(?:subtitle|text|character|speaker|person|man|woman|lady|he|she|they)?\s*"
     r"(?:says?|said|reads?|states?|is|content is|mentions?)?\s*[,:]?\s*$",
     re.I,
 )

@@ -3,13 +3,16 @@
 The model writes one sentence per modality that has cues, in the EMER order ("In the video, ...", "In the
 audio, ...", "In the text, ..."). Each sentence is a list of that modality's cue clauses, chosen and ordered by the
 model, each at most once (a bitset per sentence in llguidance's parametric Lark rules), joined by a closed set of
-connectives. After a sentence the model may add one reading from a closed set tied to the chosen label (and the
-runner-up when the scores are close). Nothing else can be produced: a phrase of the worked examples reaches an
-answer only if it is also one of its cues.
+connectives. Every connective ends a clause the way cue extractors split clauses (a comma before a conjunction,
+or a semicolon), so each stated cue stays one atomic claim. After each sentence the model may read it ("This
+suggests a cheerful mood.") with one of a closed set of readings tied to the chosen label (and to the runner-up
+when the scores are close); a reading is used at most once per explanation (a bitset threaded through the
+sentences), so every emotional inference is a different one. Nothing else can be produced: a phrase of the worked
+examples reaches an answer only if it is also one of its cues.
 
 `Explainer` builds the grammar, turns the streamed text into segments as their sentences complete (each
 observation cites the ids of the cues it states, an interpretation those of the sentence it reads), and writes the
-conclusion, which agrees with the label by construction.
+conclusion in the words EMER annotators close with, which agrees with the label by construction.
 """
 
 from __future__ import annotations
@@ -21,13 +24,33 @@ from engines.types import Cue, Modality, Segment
 
 MODALITIES: tuple[Modality, ...] = ("visual", "auditory", "verbal")
 OPENERS: dict[Modality, str] = {"visual": "In the video, ", "auditory": "In the audio, ", "verbal": "In the text, "}
-CONNECTIVES: tuple[str, ...] = (", ", " and ", ", while ")
-INTERPRET = " This suggests "
-# The closed set of readings, one per label of the default set; another label is read as itself.
-READINGS: dict[str, str] = {
-    "happy": "a cheerful mood", "sad": "low spirits", "angry": "irritation", "worried": "unease",
-    "surprise": "astonishment", "neutral": "a composed state", "fear": "fear", "disgust": "distaste",
+CONNECTIVES: tuple[str, ...] = (", and ", "; ", ", while ")
+# How a modality's sentence is read ("In the audio, ... This indicates ...").
+INTERPRETS: dict[Modality, str] = {"visual": " This suggests ", "auditory": " This indicates ",
+                                   "verbal": " This implies "}
+# The closed set of readings per label: the label's noun, then up to two states that at least two EMER descriptions of
+# that emotion name (most named first), leaving out those that descriptions of an emotion of the other valence name
+# too, such as "excitement" for both anger and joy (bench/cue_phrasing.py counts them). A label without such
+# descriptions is read as its noun alone.
+READINGS: dict[str, tuple[str, ...]] = {
+    "happy": ("happiness", "a cheerful mood", "satisfaction"),
+    "sad": ("sadness", "helplessness", "sorrow"),
+    "angry": ("anger", "dissatisfaction", "impatience"),
+    "worried": ("worry", "concern"),
+    "neutral": ("a composed state",),
 }
+# A reading must not contradict the sentence it reads: after a sentence whose cues include one of clear valence
+# (a smile, negative wording), only labels of that valence or of none (surprise, neutral) may be read.
+VALENCE: dict[str, int] = {"happy": 1, "sad": -1, "angry": -1, "worried": -1, "fear": -1, "disgust": -1}
+_CUE_VALENCE: tuple[tuple[str, int], ...] = (  # substrings of cue phrases, the first match counts
+    ("smile fades", -1), ("mouth turn down", -1), ("mouth pull down", -1), ("negative wording", -1),
+    ("words express anger", -1), ("words express sadness", -1), ("words express worry", -1),
+    ("words express frustration", -1), ("looks sad", -1), ("looks angry", -1), ("looks fearful", -1),
+    ("looks disgusted", -1), ("smil", 1), ("mouth turn up", 1), ("from down to up", 1), ("positive wording", 1),
+    ("words express joy", 1), ("looks happy", 1), ("laughs", 1),
+)
+# The closing inference, in the form EMER descriptions end with.
+CONCLUDE = " It can be inferred that the person's emotional state is "
 ADJECTIVES: dict[str, str] = {"surprise": "surprised", "fear": "fearful", "disgust": "disgusted"}
 # When the runner-up's probability is at least this share of the label's, the conclusion names it.
 CLOSE_RATIO = 0.6
@@ -49,8 +72,19 @@ def clause(cue: Cue) -> str:
     return _CARRIER[cue.modality] + t
 
 
-def reading(label: str) -> str:
-    return READINGS.get(label, label)
+def readings(label: str) -> tuple[str, ...]:
+    return READINGS.get(label, (label,))
+
+
+def interpretation(modality: Modality, reading: str) -> str:
+    """The sentence that reads a modality's cues: " This suggests a cheerful mood." after the video."""
+    return INTERPRETS[modality] + reading + "."
+
+
+def cue_valence(text: str) -> int:
+    """+1 or -1 for a cue phrase of clear valence, 0 otherwise."""
+    t = text.lower()
+    return next((v for key, v in _CUE_VALENCE if key in t), 0)
 
 
 def adjective(label: str) -> str:
@@ -77,14 +111,15 @@ def runner_up(scores: dict[str, float], label: str) -> str | None:
 
 def conclusion(label: str, runner: str | None) -> str:
     if runner:
-        return f" These cues suggest the person is {adjective(label)}, or possibly {adjective(runner)}."
-    return f" These cues suggest the person is {adjective(label)}."
+        return f"{CONCLUDE}{adjective(label)}, or possibly {adjective(runner)}."
+    return f"{CONCLUDE}{adjective(label)}."
 
 
 @dataclass
 class _Sentence:
     modality: Modality
     clauses: list[tuple[str, str]]  # (clause text, cue id), the model picks among them
+    valences: set[int] = field(default_factory=set)  # the clear valences among its cues
 
 
 @dataclass
@@ -105,9 +140,24 @@ class Explainer:
             seen: dict[str, str] = {}
             for c in cs:
                 seen.setdefault(clause(c), c.id)  # two cues with one phrase would be one claim
-            self.sentences.append(_Sentence(m, list(seen.items())))
+            self.sentences.append(_Sentence(m, list(seen.items()), {cue_valence(c.text) for c in cs} - {0}))
         self.runner = runner_up(self.scores, self.label)
-        self.readings = list(dict.fromkeys(reading(lb) for lb in (self.label, self.runner) if lb))
+        # (reading, label) pairs; a reading's index is its bit in the grammar
+        self._reads = list({r: lb for lb in (self.label, self.runner) if lb for r in readings(lb)}.items())
+        self.readings = [r for r, _ in self._reads]
+        if len(self.readings) > 64:  # one bit each in llguidance's 64-bit parameter
+            raise ValueError("too many readings for one explanation")
+
+    def _allowed(self, s: _Sentence) -> list[tuple[int, str]]:
+        """(bit, reading) of the readings that may follow sentence `s`: none that its cues contradict."""
+        return [(j, r) for j, (r, lb) in enumerate(self._reads)
+                if not any(v == -VALENCE.get(lb, 0) for v in s.valences)]
+
+    def interpretations(self, modality: Modality) -> list[str]:
+        """The readings the model may add after the sentence of `modality`: the label's and the runner-up's, except
+        those its cues contradict."""
+        s = next((s for s in self.sentences if s.modality == modality), None)
+        return [interpretation(modality, r) for _, r in self._allowed(s)] if s else []
 
     @property
     def empty(self) -> bool:
@@ -115,17 +165,22 @@ class Explainer:
 
     # -- the grammar ---------------------------------------------------------------------------------------
     def grammar(self) -> str:
-        """Lark for llguidance: the sentences in order, each a set of its cue clauses without repeats."""
+        """Lark for llguidance: the sentences in order, each a set of its cue clauses without repeats, each
+        optionally read by a reading not used before (s{k} carries the readings used so far as its parameter)."""
         if self.empty:
             raise ValueError("no cues to explain")
         q = lambda s: json.dumps(s, ensure_ascii=False)  # noqa: E731 - one-line quoting helper
         conn = " | ".join(q(c) for c in CONNECTIVES)
-        interp = " | ".join(q(INTERPRET + r + ".") for r in self.readings)
-        lines = ["start: " + " ".join(f"s{k}" for k in range(len(self.sentences))),
-                 f"interp: {interp}"]
+        lines = ["start: s0::0x0"]
+        last = len(self.sentences) - 1
         for k, s in enumerate(self.sentences):
             n = len(s.clauses)
-            lines.append(f"s{k}: {q(' ' + OPENERS[s.modality])} p{k}::0x0 interp?")
+            after = "" if k == last else f" s{k + 1}::_"  # the next sentence, with the readings used so far
+            lines.append(f"s{k}::_ : {q(' ' + OPENERS[s.modality])} p{k}::0x0 r{k}::_")
+            reads = [f"{q(INTERPRETS[s.modality] + r + '.')}"
+                     + ("" if k == last else f" s{k + 1}::set_bit({j})") + f" %if bit_clear({j})"
+                     for j, r in self._allowed(s)]
+            lines.append(f"r{k}::_ : " + "\n    | ".join([after.strip() or q(""), *reads]))
             picks = [f"{q(text)} a{k}::set_bit({i}) %if bit_clear({i})" for i, (text, _) in enumerate(s.clauses)]
             lines.append(f"p{k}::_ : " + "\n    | ".join(picks))
             # the guard keeps a connective from being offered once every clause is used
@@ -135,9 +190,8 @@ class Explainer:
     def longest(self) -> str:
         """The longest text the grammar allows (to size max_tokens: a cut-off output is incomplete)."""
         conn = max(CONNECTIVES, key=len)
-        interp = max((INTERPRET + r + "." for r in self.readings), key=len)
-        return "".join(" " + OPENERS[s.modality] + conn.join(t for t, _ in s.clauses) + "." + interp
-                       for s in self.sentences)
+        return "".join(" " + OPENERS[s.modality] + conn.join(t for t, _ in s.clauses) + "."
+                       + max(self.interpretations(s.modality), key=len, default="") for s in self.sentences)
 
     # -- segments ------------------------------------------------------------------------------------------
     def segments(self, text: str) -> list[Segment]:
@@ -154,8 +208,7 @@ class Explainer:
                 break
             out.append(Segment(text[pos:end], "observation", ids))
             pos = end
-            for r in self.readings:
-                piece = INTERPRET + r + "."
+            for piece in self.interpretations(s.modality):
                 if text.startswith(piece, pos):
                     out.append(Segment(piece, "interpretation", list(ids)))
                     pos += len(piece)

@@ -5,16 +5,25 @@ the prompt shows worked analyses, one per label of the default set, and ends whe
 after "Emotion:" to choose the label, after "Explanation:" to explain it.
 
 The examples' explanations are written in the form the explanation grammar allows (engines/lite/explain.py):
-cue clauses, connectives and the closed set of readings. The grammar offers only the answer's own cues, so
-nothing an example states can reach an answer unless it is also one of that answer's cues. Examples are rendered
-with the same modalities as the clip, so the model is never shown a sentence about a modality the clip lacks.
+cue clauses, connectives and, after each sentence, that modality's reading. The grammar offers only the answer's
+own cues, so nothing an example states can reach an answer unless it is also one of that answer's cues. Examples
+are rendered with the same modalities as the clip, so the model is never shown a sentence about a modality the
+clip lacks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engines.lite.explain import INTERPRET, MAX_CUES_PER_MODALITY, MODALITIES, OPENERS, clause, reading
+from engines.lite.explain import (
+    CONNECTIVES,
+    MAX_CUES_PER_MODALITY,
+    MODALITIES,
+    OPENERS,
+    clause,
+    interpretation,
+    readings,
+)
 from engines.types import Cue, Modality
 
 HEADER = (
@@ -31,22 +40,22 @@ class Example:
 
 EXAMPLES = (
     Example("happy", {"visual": ("smiles", "the corners of the mouth turn up"),
-                      "auditory": ("the pitch varies widely", "speaks quickly"),
+                      "auditory": ("the tone rises and falls", "speaks quickly"),
                       "verbal": ('says: "we actually won"', "positive wording")}),
     Example("sad", {"visual": ("the corners of the mouth turn down", "looks down"),
                     "auditory": ("speaks slowly", "long pauses between phrases"),
                     "verbal": ('says: "I just don\'t know anymore"', "the words express sadness")}),
-    Example("angry", {"visual": ("brows drawn together", "lips pressed together"),
-                      "auditory": ("the voice is loud", "the tone is intense"),
+    Example("angry", {"visual": ("the brows are furrowed", "lips pressed together"),
+                      "auditory": ("the voice is loud", "speaks in an intense tone"),
                       "verbal": ('says: "stop doing that"', "negative wording")}),
     Example("worried", {"visual": ("the inner brows lower", "the lips stretch sideways"),
                         "auditory": ("the voice is high-pitched", "a long pause"),
                         "verbal": ('says: "what if they never call back"', "the words express worry")}),
     Example("surprise", {"visual": ("raises the eyebrows", "the mouth opens wide"),
-                         "auditory": ("the pitch rises sharply", "the voice is loud"),
+                         "auditory": ("the tone suddenly rises", "the voice is loud"),
                          "verbal": ('says: "wait, really?"', "asks a question")}),
     Example("neutral", {"visual": ("blinks", "tilts the head slightly"),
-                        "auditory": ("the intonation is flat", "the tone is steady"),
+                        "auditory": ("the tone is monotonous", "the tone is steady"),
                         "verbal": ('says: "the meeting is at ten"', "neutral wording")}),
 )
 
@@ -72,12 +81,12 @@ def _lines(parts: dict[Modality, str], present: tuple[Modality, ...]) -> str:
 
 
 def _example(ex: Example, present: tuple[Modality, ...]) -> str:
-    sentences = []
-    for m in present:
+    explanation = ""
+    reads = readings(ex.label)
+    for k, m in enumerate(present):  # each sentence followed by a reading not used before, while there is one
         cs = [clause(Cue(m, t)) for t in ex.cues[m]]
-        sentences.append(" " + OPENERS[m] + " and ".join(cs) + ".")
-    # one reading, after the first sentence, in the grammar's own words
-    explanation = sentences[0] + INTERPRET + reading(ex.label) + "." + "".join(sentences[1:])
+        explanation += " " + OPENERS[m] + CONNECTIVES[0].join(cs) + "." + (interpretation(m, reads[k])
+                                                                           if k < len(reads) else "")
     lines = {m: "; ".join(ex.cues[m]) for m in present}
     return f"\nCues:\n{_lines(lines, present)}\nEmotion: {ex.label}\nExplanation:{explanation}\n"
 

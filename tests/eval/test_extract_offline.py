@@ -70,6 +70,13 @@ def test_empty_and_junk_input(extractor: OfflineExtractor) -> None:
     assert extractor.extract("   ok.  ") == {"visual": [], "auditory": [], "emotional": []}
 
 
+def test_a_quote_introduced_by_the_person_is_only_the_subtitle(extractor: OfflineExtractor) -> None:
+    """'the person says "..."' is the subtitle, like 'the man says': no auditory cue besides the quote itself."""
+    cues = extractor.extract('In the text, the person says "see you soon", and the text has positive wording.')
+    assert cues["auditory"] == ["Subtitle text: 'see you soon'"]
+    assert where(cues, "positive wording") == ["emotional"]
+
+
 def test_subtitle_cues_are_dropped_by_the_metric(extractor: OfflineExtractor, minilm: CachedEmbedder) -> None:
     """A subtitle-only auditory difference must not change the score (the release's "text" filter)."""
     ref = extractor.extract(ANGRY)

@@ -1,5 +1,7 @@
 """Turn the measured prosody and voice quality into EMER-style auditory cues with span, strength and evidence.
 
+Each measure is worded the way EMER descriptions word it, where the EMER-V1 descriptions that mention it favour
+another wording clearly (bench/cue_phrasing.py: "the tone is monotonous", not "the intonation is flat").
 Thresholds are in one place (`Norms`). Absolute levels are judged against typical adult norms (pitch against
 the male or female speaking range the median F0 falls in; loudness in dBFS of the speech parts, which assumes a
 normally gained recording); local events against the speaker's own baseline in the same clip.
@@ -69,7 +71,7 @@ def vocal_cues(feats: dict[str, float], tr: Tracks, segments: list[tuple[float, 
         if lvl >= n.loud_db:
             add("the voice is loud", _ramp(lvl, n.loud_db, n.loud_db + 8), ev)
         elif lvl <= n.soft_db:
-            add("the voice is soft", _ramp(lvl, n.soft_db, n.soft_db - 8), ev)
+            add("the voice is quiet", _ramp(lvl, n.soft_db, n.soft_db - 8), ev)
 
     f0 = feats.get("f0_median_hz")
     if f0 is not None and not (n.ambiguous_f0_hz[0] <= f0 <= n.ambiguous_f0_hz[1]):
@@ -91,9 +93,9 @@ def vocal_cues(feats: dict[str, float], tr: Tracks, segments: list[tuple[float, 
     if rng is not None and feats.get("speech_s", 0) >= 1.5:
         ev = {"f0_range_st_p10_p90": _r(rng)}
         if rng <= n.flat_range_st:
-            add("the intonation is flat", _ramp(rng, n.flat_range_st, n.flat_range_st - 1.5), ev)
+            add("the tone is monotonous", _ramp(rng, n.flat_range_st, n.flat_range_st - 1.5), ev)
         elif rng >= n.wide_range_st:
-            add("the pitch varies widely", _ramp(rng, n.wide_range_st, n.wide_range_st + 6), ev)
+            add("the tone rises and falls", _ramp(rng, n.wide_range_st, n.wide_range_st + 6), ev)
 
     rate = feats.get("syllable_rate", 0.0)
     if feats.get("speech_s", 0) >= 1.0 and feats.get("syllables", 0) >= 3:
@@ -121,18 +123,18 @@ def vocal_cues(feats: dict[str, float], tr: Tracks, segments: list[tuple[float, 
     # An overall tone only when the level cues agree clearly (a barely loud, high voice alone is not intense).
     strength = {c.text: c.strength for c in cues}
     loud = strength.get("the voice is loud", 0.0)
-    high = max(strength.get("the voice is high-pitched", 0.0), strength.get("the pitch rises sharply", 0.0))
+    high = max(strength.get("the voice is high-pitched", 0.0), strength.get("the tone suddenly rises", 0.0))
     fast = strength.get("speaks quickly", 0.0)
     levels = {k: _r(feats[k]) for k in ("loudness_db", "f0_median_hz", "syllable_rate", "f0_range_st") if k in feats}
     if not cues:  # every measure inside the usual range
         add("the tone is steady", 0.3, levels)
-    elif "the voice is soft" in strength and not (high or fast or loud):
+    elif "the voice is quiet" in strength and not (high or fast or loud):
         add("the tone is calm and soft", 0.5, levels)
     elif "speaks slowly" in strength:  # an unhurried pace outweighs a loud or high voice
         add("the tone is calm", round(0.3 + 0.4 * strength["speaks slowly"], 3), levels)
     elif sum(v >= 0.3 for v in (loud, high, fast)) >= 2 and (loud >= 0.5 or fast >= 0.3):
         ev = {**levels, "loud_strength": loud, "high_strength": high, "fast_strength": fast}
-        add("the tone is intense", round(float(np.mean([loud, high, fast])), 3), ev)
+        add("speaks in an intense tone", round(float(np.mean([loud, high, fast])), 3), ev)
     return cues
 
 
@@ -171,7 +173,7 @@ def _local_cues(feats: dict[str, float], tr: Tracks, n: Norms) -> list[Cue]:
         cues.append(
             Cue(
                 "auditory",
-                "the pitch rises sharply",
+                "the tone suddenly rises",
                 round(a * tr.hop_s, 2),
                 round(b * tr.hop_s, 2),
                 _ramp(best_p[0], n.local_pitch_st, n.local_pitch_st + 6),
@@ -183,7 +185,7 @@ def _local_cues(feats: dict[str, float], tr: Tracks, n: Norms) -> list[Cue]:
         cues.append(
             Cue(
                 "auditory",
-                "raises the voice",
+                "speaks louder",
                 round(a * tr.hop_s, 2),
                 round(b * tr.hop_s, 2),
                 _ramp(best_l[0], n.local_level_db, n.local_level_db + 8),

@@ -13,6 +13,7 @@ import numpy as np
 
 from engines.perception.audio.prosody import SR, fine_levels
 
+LAUGHTER = "laughs briefly"  # the cue phrase of a chain (the way EMER descriptions word laughter)
 MIN_BURSTS = 4  # three similar bursts occur inside ordinary espeak speech (klatt4 voice)
 INTERVAL_S = (0.15, 0.4)  # 2.5-6.7 bursts per second
 MIN_DIP_DB = 8.0

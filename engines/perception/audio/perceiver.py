@@ -10,7 +10,7 @@ from engines.errors import BadRequest, MediaError
 from engines.perception.audio import prosody
 from engines.perception.audio.cues import vocal_cues
 from engines.perception.audio.jit_lock import compile_lock
-from engines.perception.audio.laughter import laughter_bursts
+from engines.perception.audio.laughter import LAUGHTER, laughter_bursts
 from engines.perception.audio.laughter import warm_up as laughter_warm_up
 from engines.perception.audio.vad import SileroVad, gain_db
 from engines.perception.audio.voice_quality import voice_quality_features
@@ -75,14 +75,14 @@ class AudioPerceiver:
             cues.append(
                 Cue(
                     "auditory",
-                    "laughter-like bursts",
+                    LAUGHTER,
                     s,
                     e,
                     round(min(1.0, 0.3 + 0.1 * n), 3),
                     {"bursts": n, "spectral_similarity": sim},
                 )
             )
-        feats["laughter_bursts"] = float(sum(1 for c in cues if c.text == "laughter-like bursts"))
+        feats["laughter_bursts"] = float(sum(1 for c in cues if c.text == LAUGHTER))
         feats["vad_gain_db"] = gain_db(x)
         cues = cap_by_strength(resolve_opposites(cues), {"auditory": self.settings.max_auditory_cues})
         for c in cues:  # frame grids overhang the last sample: clamp, then floor to 10 ms

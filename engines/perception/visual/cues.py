@@ -4,7 +4,8 @@ A frame counts for a cue when its measure passes a fixed threshold (an expressio
 or departs from the clip's own baseline, the median over the frames with a face (a change against the person's
 resting face). Every cue carries its time span, a 0..1 strength and the numbers it rests on. Thresholds are in
 inter-ocular-distance units (degrees for head pose) and were set on the skimage astronaut (a broad smile) and on
-the shared MER sample (a woman smiling while talking on the phone).
+the shared MER sample (a woman smiling while talking on the phone). Phrases follow the wording EMER descriptions
+use for the same action where it differs clearly (bench/cue_phrasing.py: "the brows are furrowed").
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ RULES = (
     Rule("brow_raise", "brow_raise", +1, 0.32, 0.42, 0.06,
          ("raises the eyebrows slightly", "raises the eyebrows", "eyebrows raised high"), ("surprise", "fear")),
     Rule("brow_furrow", "brow_gap", -1, 0.21, 0.15, 0.04,
-         ("brows drawn together slightly", "brows drawn together", "brows knitted in a frown"),
+         ("the brows are furrowed slightly", "the brows are furrowed", "the brows are deeply furrowed"),
          ("angry", "disgust")),
     Rule("brow_lower", "brow_inner_height", -1, 0.08, 0.03, 0.04,
          ("the inner brows lower slightly", "the inner brows lower", "frowns deeply"), ("angry", "sad")),

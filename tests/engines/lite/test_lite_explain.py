@@ -12,7 +12,7 @@ import re
 import pytest
 
 from engines.lite import explain, prompt
-from engines.lite.explain import CONNECTIVES, INTERPRET, OPENERS, Explainer, clause
+from engines.lite.explain import CONNECTIVES, OPENERS, Explainer, clause
 from engines.lite.pipeline import LitePipeline
 from engines.llm import SamplingParams
 from engines.types import Cue, assign_cue_ids
@@ -26,13 +26,15 @@ def cues_of(*spec: tuple[str, str]) -> list[Cue]:
 
 
 LOUD = cues_of(("visual", "smiles"), ("visual", "the eyes squint"), ("visual", "nods"),
-               ("auditory", "the voice is loud"), ("auditory", "speaks quickly"), ("auditory", "the tone is intense"))
+               ("auditory", "the voice is loud"), ("auditory", "speaks quickly"),
+               ("auditory", "speaks in an intense tone"))
 
 
 def leftover(text: str, ex: Explainer) -> str:
     """What remains of `text` once every cue clause and every phrase of the closed vocabulary is removed."""
     pieces = [c for s in ex.sentences for c, _ in s.clauses]
-    pieces += list(OPENERS.values()) + [INTERPRET + r + "." for r in ex.readings] + list(CONNECTIVES)
+    pieces += list(OPENERS.values()) + [i for s in ex.sentences for i in ex.interpretations(s.modality)]
+    pieces += list(CONNECTIVES)
     for p in sorted(pieces, key=len, reverse=True):
         text = text.replace(p, " ")
     return re.sub(r"[\s.]+", "", text)
@@ -50,7 +52,7 @@ def generate(lite: LitePipeline, ex: Explainer, prompt_text: str, seed: int, tem
 
 def test_clauses_keep_the_cue_phrase() -> None:
     assert clause(Cue("visual", "smiles")) == "the person smiles"
-    assert clause(Cue("visual", "brows drawn together")) == "the face shows brows drawn together"
+    assert clause(Cue("visual", "lips pressed together")) == "the face shows lips pressed together"
     assert clause(Cue("auditory", "the voice is loud")) == "the voice is loud"
     assert clause(Cue("verbal", 'says: "hi"')) == 'the person says "hi"'
     for c in LOUD:
@@ -65,15 +67,74 @@ def test_grammar_compiles_and_segments_parse_the_text_it_allows() -> None:
         llguidance.LLMatcher.grammar_from_lark(ex.grammar()))
     assert not failed, messages
     assert ex.runner == "angry"  # close scores: the runner-up may be read and is named in the conclusion
-    assert "or possibly angry" in explain.conclusion(ex.label, ex.runner)
-    text = (" In the video, the eyes squint and the person smiles. This suggests a cheerful mood."
-            " In the audio, the tone is intense.")
+    assert explain.conclusion(ex.label, ex.runner) == (
+        " It can be inferred that the person's emotional state is happy, or possibly angry.")
+    text = (" In the video, the eyes squint, and the person smiles. This suggests happiness."
+            " In the audio, the person speaks in an intense tone. This indicates anger.")
     segs = ex.segments(text)
     assert "".join(s.text for s in segs) == text
     assert [(s.kind, s.cue_ids) for s in segs] == [("observation", ["v2", "v1"]), ("interpretation", ["v2", "v1"]),
-                                                   ("observation", ["a3"])]
+                                                   ("observation", ["a3"]), ("interpretation", ["a3"])]
     # an unfinished sentence is not a segment yet
-    assert len(ex.segments(text[:-1])) == 2
+    assert len(ex.segments(text[:-1])) == 3
+
+
+def accepts(ex: Explainer, text: str) -> bool:
+    """Whether the answer's grammar allows `text` (llguidance's byte-level tokenizer: any text is some token list)."""
+    import llguidance
+
+    tok = llguidance.LLTokenizer("byte")
+    m = llguidance.LLMatcher(tok, llguidance.LLMatcher.grammar_from_lark(ex.grammar()), log_level=0)
+    assert not m.is_error(), m.get_error()
+    return m.consume_tokens(tok.tokenize_str(text)) and m.is_accepting()
+
+
+def test_each_sentence_may_be_read_once_and_no_reading_twice() -> None:
+    """A reading of the label (or the close runner-up) after any sentence; the same reading never twice."""
+    cues = [*LOUD, *cues_of(("verbal", 'says: "we won"'))]
+    ex = Explainer(cues, "happy", {"happy": 0.9, "sad": 0.1})
+    assert ex.runner is None and ex.readings == list(explain.readings("happy"))
+    v, a, t = (" In the video, the person smiles.", " In the audio, the voice is loud.",
+               ' In the text, the person says "we won".')
+    assert accepts(ex, v + a + t)  # readings are optional
+    assert accepts(ex, v + " This suggests happiness." + a + " This indicates a cheerful mood." + t
+                   + " This implies satisfaction.")
+    assert not accepts(ex, v + " This suggests happiness." + a + " This indicates happiness." + t)  # said twice
+    assert not accepts(ex, v + " This suggests sadness." + a + t)  # not a reading of this label
+    assert not accepts(ex, v + " This indicates happiness." + a + t)  # the video's sentence is read as video
+    assert not accepts(ex, " In the video, the person smiles and the eyes squint." + a + t)  # merged clauses
+    assert accepts(ex, " In the video, the person smiles, and the eyes squint; the person nods." + a + t)
+    assert explain.conclusion("happy", None) == " It can be inferred that the person's emotional state is happy."
+
+
+def test_a_reading_never_contradicts_the_sentence_it_reads() -> None:
+    """A smile is not read as anger, negative wording not as happiness; cues of no clear valence allow either."""
+    cues = [*LOUD, *cues_of(("verbal", 'says: "fine"'), ("verbal", "mildly negative wording"))]
+    ex = Explainer(cues, "angry", {"angry": 0.5, "happy": 0.45, "sad": 0.05})
+    assert ex.runner == "happy"
+    per = {s.modality: ex.interpretations(s.modality) for s in ex.sentences}
+    assert per["visual"] == [" This suggests happiness.", " This suggests a cheerful mood.",
+                             " This suggests satisfaction."]  # the smile: only the runner-up's readings
+    assert " This indicates anger." in per["auditory"] and " This indicates happiness." in per["auditory"]
+    assert per["verbal"] == [" This implies anger.", " This implies dissatisfaction.", " This implies impatience."]
+    v, a, t = (" In the video, the person smiles.", " In the audio, the voice is loud.",
+               ' In the text, the person says "fine".')
+    assert not accepts(ex, v + " This suggests anger." + a + t)
+    assert accepts(ex, v + a + " This indicates anger." + t + " This implies dissatisfaction.")
+    # a face with no clear valence may be read either way
+    plain = Explainer(cues_of(("visual", "nods"), ("visual", "blinks")), "angry", {"angry": 1.0})
+    assert plain.interpretations("visual")[0] == " This suggests anger."
+
+
+def test_each_stated_cue_is_its_own_clause_for_a_cue_extractor() -> None:
+    """The connectives split where EMER cue extractors split clauses, so no two cues merge into one claim."""
+    from eval.extract_offline import OfflineExtractor
+
+    ex = Explainer(LOUD, "happy", {"happy": 1.0})
+    for conn in CONNECTIVES:
+        text = "".join(" " + OPENERS[s.modality] + conn.join(c for c, _ in s.clauses) + "." for s in ex.sentences)
+        clauses, _ = OfflineExtractor(embedder=None).segment(text.strip())  # type: ignore[arg-type]
+        assert len(clauses) == len(LOUD), (conn, [c.text for c in clauses])
 
 
 def test_text_under_the_constraint_is_only_cue_phrases_and_connectives(lite: LitePipeline) -> None:
