@@ -2,11 +2,13 @@
 float32, beam 1 against 5, and VAD-chunk batching (BatchedInferencePipeline) on a long clip.
 
 Clips are espeak-ng English sentences with short pauses, cut to each length; a Mandarin clip (transcribe +
-translate passes) and the shared sample are added when available. CPU time is the process's (CTranslate2 runs its
-threads in-process), so on a shared machine it is closer than wall time to what an idle one would show.
+translate passes); and each shared sample clip (`--samples`, default the checkout's sibling shared/samples) when
+present. A shared sample's row keeps no text: its language, the language probability, segment count and timings
+only (its licence forbids copying what is said). CPU time is the process's (CTranslate2 runs its threads
+in-process), so on a shared machine it is closer than wall time to what an idle one would show.
 Writes bench/results/asr.json.
 
-    .venv/bin/python bench/asr.py [--runs 2] [--lengths 2.5,5,10,20,30]
+    .venv/bin/python bench/asr.py [--runs 2] [--lengths 2.5,5,10,20,30] [--samples DIR]
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def speech_track(tmp: Path, seconds: float) -> np.ndarray:
     return np.tile(one, reps)[: int(seconds * SR)]
 
 
-def measure(rec: Recognizer, audio: np.ndarray, runs: int) -> dict:
+def measure(rec: Recognizer, audio: np.ndarray, runs: int, keep_text: bool = True) -> dict:
     rec.transcribe(audio, SR)  # warm-up
     wall, cpu = [], []
     res = None
@@ -78,10 +80,15 @@ def measure(rec: Recognizer, audio: np.ndarray, runs: int) -> dict:
         cpu.append(time.process_time() - c)
     seconds = len(audio) / SR
     w = statistics.median(wall)
-    return {"audio_s": round(seconds, 2), "wall_s": round(w, 3), "cpu_s": round(statistics.median(cpu), 3),
-            "rtf": round(w / seconds, 3), "language": res.transcript.language if res else None,
-            "text": res.transcript.text[:120] if res else None,
-            "english": (res.transcript.english or "")[:120] if res else None}
+    row = {"audio_s": round(seconds, 2), "wall_s": round(w, 3), "cpu_s": round(statistics.median(cpu), 3),
+           "rtf": round(w / seconds, 3), "language": res.transcript.language if res else None,
+           "language_probability": round(res.language_probability, 3) if res else None,
+           "segments": len(res.transcript.segments) if res else 0,
+           "translated": bool(res and res.transcript.english)}
+    if keep_text:
+        row["text"] = res.transcript.text[:120] if res else None
+        row["english"] = (res.transcript.english or "")[:120] if res else None
+    return row
 
 
 def main() -> None:
@@ -89,23 +96,25 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--lengths", default="2.5,5,10,20,30")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "asr.json")
+    ap.add_argument("--samples", type=Path, default=media.SAMPLES, help="Folder of shared sample clips (*.mp4).")
     args = ap.parse_args()
     lengths = [float(x) for x in args.lengths.split(",")]
     load_before = os.getloadavg()[0]
     out: dict = {"host": platform.node(), "cpus": os.cpu_count(), "load_avg_1m_start": round(load_before, 2),
-                 "runs": args.runs, "note": "shared 2-core VM, loaded by other work while this ran: compare ratios "
-                 "within this file, not absolute times", "configs": {}}
+                 "runs": args.runs, "note": "shared 2-core VM, loaded by other work while this ran (run under nice -n "
+                 "5; load averages at start and end below): compare ratios within this file, not absolute times",
+                 "configs": {}}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         longest = speech_track(tmp, max(max(lengths), 60.0))
         zh, _ = sf.read(media.speech(tmp / "zh.wav", MANDARIN, speed=140, voice="cmn-latn-pinyin"), dtype="float32")
-        sample = None
-        mp4 = media.SAMPLES / "sample_00000007.mp4"
-        if mp4.exists():
+        samples: dict[str, np.ndarray] = {}
+        if args.samples.is_dir():
             from engines.ingest import ingest
             from xemo.settings import IngestSettings
 
-            sample = ingest(mp4, None, IngestSettings()).audio
+            for mp4 in sorted(args.samples.glob("*.mp4")):
+                samples[mp4.stem] = ingest(mp4, None, IngestSettings()).audio
         for compute_type in ("int8", "float32"):
             for beam in (1, 5):
                 key = f"{compute_type}_beam{beam}"
@@ -117,8 +126,8 @@ def main() -> None:
                     print(key, cfg["english"][-1]["audio_s"], "s ->", cfg["english"][-1]["wall_s"], "s wall",
                           cfg["english"][-1]["cpu_s"], "s cpu", flush=True)
                 cfg["mandarin_transcribe_translate"] = measure(rec, zh, args.runs)
-                if sample is not None:
-                    cfg["sample_00000007"] = measure(rec, sample, args.runs)
+                for name, audio in samples.items():
+                    cfg[name] = measure(rec, audio, args.runs, keep_text=False)
                 out["configs"][key] = cfg
                 del rec
         # VAD-chunk batching on a 60 s clip (two or more 30 s chunks), int8 beam 5, budget raised to 60 s.
@@ -130,12 +139,17 @@ def main() -> None:
             del rec
         out["vad_chunk_batching_60s"] = batching
     out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    out["samples"] = sorted(samples)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     print(f"\n{'config':<14} {'audio s':>8} {'wall s':>8} {'cpu s':>8} {'rtf':>6}")
     for key, cfg in out["configs"].items():
         for row in cfg["english"]:
             print(f"{key:<14} {row['audio_s']:>8} {row['wall_s']:>8} {row['cpu_s']:>8} {row['rtf']:>6}")
+        for name in ("mandarin_transcribe_translate", *sorted(samples)):
+            row = cfg[name]
+            print(f"{key:<14} {row['audio_s']:>8} {row['wall_s']:>8} {row['cpu_s']:>8} {row['rtf']:>6}  {name} "
+                  f"{row['language']} p={row['language_probability']}")
     print("wrote", args.out)
 
 

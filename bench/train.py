@@ -5,9 +5,15 @@ Sizes (configs built in code, no download):
 - base: CLIP ViT-B/16 (768 wide, 12 layers, 224 px; text tower 512 wide, 12 layers), HuBERT-Base size
   (768 wide, 12 layers), a Qwen3-0.6B-shaped LLM (1024 wide, 28 layers, vocab 151936), LoRA r 64;
 - full: CLIP ViT-L/14, HuBERT-Large, a Qwen3-4B-shaped LLM, LoRA r 512 (the paper's), bf16 on one GPU.
+The random base/full LLM gets its pad-token embedding row (the prompt's BOS) drawn like every other row, as a
+trained LLM has one: Hugging Face's init zeroes it, and at a zero BOS RMSNorm's gradient (1/sqrt(eps)) grows the
+BOS position's gradient with every layer until, beyond about 14 layers, it overflows into NaN LoRA gradients.
+The evaluations a run makes before and after its steps (outside the timed steps) are cut to one clip and a few
+generated tokens.
 Each clip has 16 frames and `--audio-s` seconds of audio; the feature cache is off, so every step runs the frozen
 encoders (the first-epoch cost; later epochs skip them). A step's time covers batch assembly, forward, backward
-and the optimiser; the first step is a warm-up and not counted. Writes bench/results/train.json.
+and the optimiser; the first step is a warm-up and not counted. Writes bench/results/train.json, keeping the rows
+of sizes and stages a run did not measure.
 
     .venv/bin/python bench/train.py [--sizes tiny,base] [--stages stage1,stage2,stage3] [--steps 3] [--batch 2]
     .venv/bin/python bench/train.py --sizes full --device cuda   # written for one GPU, not run on the CPU box
@@ -90,7 +96,10 @@ def build_models(size: str, root: Path, llm: bool = True) -> dict[str, Any]:
     llm_cfg = Qwen3Config(**s["llm"], vocab_size=151936, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
                           eos_token_id=tok.eos_token_id)
     if llm:
-        Qwen3ForCausalLM(llm_cfg).save_pretrained(d["llm"])
+        model = Qwen3ForCausalLM(llm_cfg)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[tok.pad_token_id].normal_(0.0, llm_cfg.initializer_range)
+        model.save_pretrained(d["llm"])
     else:
         llm_cfg.save_pretrained(d["llm"])
     tok.save_pretrained(d["llm"])
@@ -128,6 +137,7 @@ def bench_stage(size: str, models: dict[str, Any], stage: str, data: Path, steps
     s = Settings(xemogpt={"clip": models["clip"], "hubert": models["hubert"], "llm": models["llm"], "lora_r": r,
                           "lora_alpha": alpha},
                  train={"batch_size": batch, "feature_cache_mb": 0, "eval_every": 10**6, "save_every": 10**6,
+                        "eval_max_samples": 1, "eval_max_new_tokens": 4,
                         "device": device, "embed_dim": 768 if size != "tiny" else 32})
     t0 = time.perf_counter()
     res = run(s, stage, data, out / f"{size}-{stage}", steps, progress=False)
@@ -159,18 +169,27 @@ def main() -> None:
             models = build_models(size, root / "models", llm="stage3" in a.stages)
             for stage in a.stages.split(","):
                 row = bench_stage(size, models, stage, data, a.steps, a.batch, a.device, root / "runs")
+                row["loadavg_1m"] = round(os.getloadavg()[0], 2)
                 results.append(row)
                 print(f"{size:5} {stage}  batch {a.batch}  {row['samples_per_s']} samples/s  "
                       f"(loss {row['first_loss']:.3f} -> {row['last_loss']:.3f}, {row['wall_s_incl_load']} s)",
                       flush=True)
     load = os.getloadavg()
+    out = Path(a.out)
+    if out.exists():  # keep the rows of sizes and stages this run did not measure (each row says its load)
+        done = {(r["size"], r["stage"]) for r in results}
+        old = json.loads(out.read_text())
+        if old.get("device") == a.device:
+            results = [r for r in old.get("results", []) if (r["size"], r["stage"]) not in done] + results
     doc = {"bench": "train", "device": a.device, "threads": a.threads, "audio_s": a.audio_s, "steps": a.steps,
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_1m_at_end": load[0]},
            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
            "note": "shared 2-core CPU box under load from other jobs; compare ratios within one run",
+           "llm_init": "random (std initializer_range); base/full: the pad-token (BOS) embedding row drawn like the "
+                       "others instead of Hugging Face's zeros, whose gradient overflows in a deep model",
            "results": results}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {a.out}")
 
 

@@ -143,6 +143,7 @@ class Transcript:
     english: str | None = None  # English translation (equal to text when the speech is English)
     segments: list[TranscriptSegment] = field(default_factory=list)
     truncated_at_s: float | None = None  # set when only the first seconds were transcribed (the ASR budget)
+    client_text: str | None = None  # the client's transcript, when the speech was recognised anyway (asr option)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +156,8 @@ class AnalyzeRequest:
     labels: list[str] | None = None  # overrides the configured label set
     max_tokens: int | None = None
     temperature: float | None = None
+    # Speech recognition for this request: True = even with a client transcript, False = never, None = settings.
+    asr: bool | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     received_at: float = field(default_factory=time.perf_counter)  # from HTTP receipt when served
 

@@ -35,6 +35,7 @@ MISSING_INPUT = (
     "(a separate audio file) or 'transcript' (text)"
 )
 
+
 def parse_options(raw: dict[str, Any], model: type[AnalyzeOptions] = AnalyzeOptions) -> AnalyzeOptions:
     """Validate the client's options (form fields or the WebSocket's first frame) into typed values."""
     try:
@@ -87,6 +88,10 @@ class Job:
 
         if video is None and audio is None and opts.transcript is None:
             raise InvalidField(MISSING_INPUT)
+        from engines.perception.asr.stage import asr_request_error
+
+        if msg := asr_request_error(self.state.settings.asr, opts.asr, video is not None or audio is not None):
+            raise InvalidField(msg)
         assert self.ticket is not None
         if await self._lookup(video, audio, opts):
             return  # answered from the cache: no running slot, no decoding, no model
@@ -112,6 +117,7 @@ class Job:
             labels=opts.labels,
             max_tokens=opts.max_tokens,
             temperature=opts.temperature,
+            asr=opts.asr,
             id=self.request_id,
             received_at=self.received_at,
         )
@@ -121,7 +127,7 @@ class Job:
         temperature = g.temperature if opts.temperature is None else opts.temperature
         if cache is None or temperature != 0:
             return False
-        options = {"transcript": opts.transcript, "labels": opts.labels, "max_tokens": opts.max_tokens}
+        options = {"transcript": opts.transcript, "labels": opts.labels, "max_tokens": opts.max_tokens, "asr": opts.asr}
         args = (video, audio, options, self.key_id or "", self.state.fingerprint)
         big = sum(len(x) for x in (video, audio) if x is not None) > 1 << 20
         # hashing tens of MB takes tens of ms: off the loop

@@ -171,7 +171,7 @@ _SAMPLE = 1 << 20  # bytes read from each end of a model file: cheap, and it tel
 def settings_fingerprint(settings: Settings, model: Any = None) -> str:
     """Hash of what shapes an answer besides the request: the answer-relevant settings sections, the model files
     they name (size and first/last MB, so identical files on two machines agree), package versions, the model."""
-    sections = {"profile", "ingest", "generation", "export", settings.profile}
+    sections = {"profile", "ingest", "generation", "export", "asr", settings.profile}
     data: dict[str, Any] = {"settings": settings.model_dump(mode="json", include=sections), "model": model}
     files: dict[str, Any] = {}
     for value in [

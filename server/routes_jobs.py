@@ -15,12 +15,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from engines.perception.asr.stage import asr_request_error
 from server.errors import ApiError, InvalidField, UploadTimeout, http_error, to_api_error
 from server.job_queue import JobQueue
 from server.jobs import parse_options
 from server.lifecycle import ServerState
 from server.middleware import request_id
 from server.routes_analyze import _form_schema, error_response
+from server.routes_schemas import ERROR_RESPONSE, EVENTS_URL, json_content
 from server.sse import EventStreamResponse
 from server.uploads import UploadLimits, check_content_length, read_multipart
 from xemo.schemas import JobAccepted, JobStatus
@@ -53,8 +55,12 @@ def _job_form() -> dict[str, Any]:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    "4XX": {"description": 'Error envelope {"error": {"type", "message", "request_id"}}.'},
-    "503": {"description": "Redis unavailable, backlog full or draining; see Retry-After."},
+    "4XX": ERROR_RESPONSE,
+    "503": {"description": "Redis unavailable, backlog full or draining; see Retry-After.",
+            **json_content("ErrorEnvelope")},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such job for this API key (or it expired).", **json_content("ErrorEnvelope")},
 }
 
 
@@ -106,6 +112,8 @@ async def submit(request: Request) -> Response:
         video, audio = form.files.get("video"), form.files.get("audio")
         if video is None and audio is None:
             raise InvalidField("send a clip: a 'video' file (with or without its own audio) and/or an 'audio' file")
+        if msg := asr_request_error(state.settings.asr, opts.asr, True):  # refused now, not once the job runs
+            raise InvalidField(msg)
         callback = queue.check_callback(form.fields.get("callback_url"))
         job_id, created = await queue.submit(key_id or "", video, audio, opts, idem, callback)
     except Exception as e:
@@ -139,7 +147,7 @@ async def _owned(request: Request, job_id: str) -> tuple[JobQueue, dict[str, Any
     summary="A job's status, and its answer or error once it ended",
     response_model=JobStatus,
     response_model_exclude_none=True,
-    responses={404: {"description": "No such job for this API key (or it expired)."}, **_ERRORS},
+    responses={**_NOT_FOUND, **_ERRORS},
 )
 async def status(request: Request, job_id: str) -> Response:
     _, job = await _owned(request, job_id)
@@ -152,13 +160,15 @@ async def status(request: Request, job_id: str) -> Response:
     "/v1/jobs/{job_id}/events",
     summary="A job's events as SSE: all so far, then live ones until done or error",
     response_model=None,
+    response_class=Response,  # not JSON: the 200 documents text/event-stream only
     responses={
         200: {
             "description": "text/event-stream: label, cue, segment, token, done | error; `restarted` when another "
-            "process started the job again (discard the events before it).",
-            "content": {"text/event-stream": {}},
+            "process started the job again (discard the events before it). One JSON Schema per event at "
+            f"{EVENTS_URL}.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        404: {"description": "No such job for this API key (or it expired)."},
+        **_NOT_FOUND,
         **_ERRORS,
     },
 )

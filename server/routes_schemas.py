@@ -1,5 +1,6 @@
-"""The published wire schema: one JSON Schema per stream event, an AsyncAPI document of both streams, and the
-`components.schemas` that `/openapi.json` carries. All of it is generated from xemo/schemas.py."""
+"""The published wire schema: one JSON Schema per stream event, an AsyncAPI document of the streams (SSE,
+WebSocket, a job's events), and the `components.schemas` that `/openapi.json` carries. All of it is generated from
+xemo/schemas.py."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ async def event_index() -> dict[str, Any]:
 
 @router.get(
     EVENTS_URL + "/{kind}.json",
-    summary="One stream event's JSON Schema (label, cue, token, segment, done, error)",
+    summary="One stream event's JSON Schema (label, cue, token, segment, done, error; restarted: job streams only)",
     response_model=None,
     responses={
         200: {"description": "A JSON Schema (draft 2020-12).", "content": {"application/json": {"schema": {
@@ -74,7 +75,8 @@ async def asyncapi_doc() -> dict[str, Any]:
 
 
 def asyncapi() -> dict[str, Any]:
-    msg = {k: {"$ref": f"#/components/messages/{k}"} for k in schemas.EVENT_MODELS}
+    msg = {k: {"$ref": f"#/components/messages/{k}"} for k in schemas.STREAM_EVENT_MODELS}
+    job_msg = {k: {"$ref": f"#/components/messages/{k}"} for k in schemas.EVENT_MODELS}
     messages: dict[str, Any] = {
         k: {"name": k, "title": f"{k} event", "summary": (m.__doc__ or "").strip().splitlines()[0],
             "payload": ref(m.__name__)}
@@ -107,6 +109,14 @@ def asyncapi() -> dict[str, Any]:
                              "control": {"$ref": "#/components/messages/control"},
                              "media": {"$ref": "#/components/messages/media"}},
             },
+            "jobEvents": {
+                "address": "/v1/jobs/{job_id}/events",
+                "description": "GET, SSE (servers with Redis only): a job's events from the first, then live ones "
+                "until done or error. `restarted` means another process started the job again: discard the events "
+                "before it.",
+                "parameters": {"job_id": {"description": "The id POST /v1/jobs answered with."}},
+                "messages": job_msg,
+            },
         },
         "operations": {
             "receiveAnalyzeEvents": {"action": "receive", "channel": {"$ref": "#/channels/analyzeEvents"},
@@ -116,6 +126,8 @@ def asyncapi() -> dict[str, Any]:
                                         for k in ("options", "control", "media")]},
             "receiveStream": {"action": "receive", "channel": {"$ref": "#/channels/stream"},
                               "messages": [{"$ref": f"#/channels/stream/messages/{k}"} for k in msg]},
+            "receiveJobEvents": {"action": "receive", "channel": {"$ref": "#/channels/jobEvents"},
+                                 "messages": [{"$ref": f"#/channels/jobEvents/messages/{k}"} for k in job_msg]},
         },
         "components": {"messages": messages, "schemas": schemas.components()},
     }

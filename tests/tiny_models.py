@@ -25,6 +25,17 @@ LORA_ALPHA = 8
 LLM_HIDDEN = 64
 LLM_LAYERS = 2
 ENC_HIDDEN = 32
+# The tiny configurations (also bench/gpu_xemogpt.py's --size tiny, beside the published full-size ones there).
+CLIP_VISION = dict(hidden_size=ENC_HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                   image_size=224, patch_size=16, projection_dim=16)
+HUBERT = dict(
+    hidden_size=ENC_HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+    conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+    conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32,
+)
+QWEN3 = dict(hidden_size=LLM_HIDDEN, intermediate_size=128, num_hidden_layers=LLM_LAYERS, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, tie_word_embeddings=True)
 
 # Text the tokenizer is trained on: the released prompt plus generic English, so merges are realistic.
 _CORPUS = [
@@ -39,7 +50,8 @@ _CORPUS = [
 ]
 
 
-def _tokenizer(out: Path) -> Any:
+def byte_bpe_tokenizer(out: Path) -> Any:
+    """A byte-level BPE (covers any text) with a pad token, trained on the released prompt; saved to `out`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -80,51 +92,55 @@ def _clip_tokenizer(out: Path) -> Any:
     return fast
 
 
-def _clip(out: Path) -> Any:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+def clip_image_processor() -> Any:
+    """CLIP's published preprocessing: shortest edge 224, center crop 224, its mean and std."""
+    from transformers import CLIPImageProcessor
 
-    vision = dict(hidden_size=ENC_HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                  image_size=224, patch_size=16, projection_dim=16)
+    return CLIPImageProcessor(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
+        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+
+
+def hubert_feature_extractor() -> Any:
+    """HuBERT-Large's: 16 kHz, normalised, padded with an attention mask."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True,
+    )
+
+
+def _clip(out: Path) -> Any:
+    from transformers import CLIPConfig, CLIPModel
+
+    vision = CLIP_VISION
     text = dict(hidden_size=ENC_HIDDEN, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                 vocab_size=100, max_position_embeddings=32, projection_dim=16, bos_token_id=0, eos_token_id=1,
                 pad_token_id=1)
     cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
     model = CLIPModel(cfg).eval()
     model.save_pretrained(out)
-    CLIPImageProcessor(
-        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, do_center_crop=True,
-        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
-    ).save_pretrained(out)
+    clip_image_processor().save_pretrained(out)
     _clip_tokenizer(out)
     return model
 
 
 def _hubert(out: Path) -> Any:
-    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+    from transformers import HubertConfig, HubertModel
 
-    cfg = HubertConfig(
-        hidden_size=ENC_HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
-        conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32,
-    )
+    cfg = HubertConfig(**HUBERT)
     model = HubertModel(cfg).eval()
     model.save_pretrained(out)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True,
-    ).save_pretrained(out)
+    hubert_feature_extractor().save_pretrained(out)
     return model
 
 
 def _qwen3(out: Path, tok: Any) -> Any:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    cfg = Qwen3Config(
-        vocab_size=len(tok), hidden_size=LLM_HIDDEN, intermediate_size=128, num_hidden_layers=LLM_LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-        tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-        bos_token_id=None,
-    )
+    cfg = Qwen3Config(vocab_size=len(tok), **QWEN3, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                      bos_token_id=None)
     model = Qwen3ForCausalLM(cfg).eval()
     model.save_pretrained(out)
     return model
@@ -192,7 +208,7 @@ def build_tiny_xemogpt(root: Path) -> dict[str, Any]:
              "checkpoint": root / "xemogpt_tiny.ckpt", "config": root / "xemo.yaml"}
     clip = _clip(paths["clip"])
     hubert = _hubert(paths["hubert"])
-    tok = _tokenizer(paths["llm"])
+    tok = byte_bpe_tokenizer(paths["llm"])
     llm = _qwen3(paths["llm"], tok)
     # Lightning wraps the state dict; the loader must accept both layouts.
     torch.save({"state_dict": _checkpoint(clip, hubert, llm), "epoch": 3}, paths["checkpoint"])

@@ -230,13 +230,16 @@ def _run(settings: Settings, stage: str, data_dir: Path, out: Path, total: int, 
         torch.manual_seed(t.seed * 1_000_003 + step * d.world + d.rank)  # dropout (LoRA, AECB layers)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             losses = model(batch)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.requires_grad], t.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
         values = distributed.mean_over_processes({k: float(v.detach()) for k, v in losses.items()}, device)
         if not all(math.isfinite(v) for v in values.values()):
             raise BadRequest(f"{stage}: the loss became {values['loss']} at step {step + 1}; lower train.lr")
+        losses["loss"].backward()
+        # a non-finite total norm would make clipping turn every weight NaN: stop before the optimiser does
+        norm = torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.requires_grad], t.max_grad_norm)
+        if not math.isfinite(float(norm)):
+            raise BadRequest(_nonfinite_gradients(m, stage, step + 1))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         first = values["loss"] if first is None else first
         last = values["loss"]
         done = step + 1
@@ -261,6 +264,19 @@ def _run(settings: Settings, stage: str, data_dir: Path, out: Path, total: int, 
         _plots(out, rows)
     distributed.barrier()
     return Result(stage, total, start, first, last, evals, out)
+
+
+def _nonfinite_gradients(m: TrainModel, stage: str, step: int) -> str:
+    bad = [n for n, p in m.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    n_grads = sum(p.grad is not None for p in m.parameters())
+    msg = (f"{stage}: the gradients became non-finite at step {step} with a finite loss ({len(bad)} of {n_grads} "
+           f"trainable tensors, e.g. {', '.join(bad[:3])}); the weights were left as they were")
+    if stage == "stage3" and not bool(m.llm.get_input_embeddings().weight[m.pad_id].any()):
+        # RMSNorm's input gradient at a zero vector is 1/sqrt(eps): the BOS position's grows with every layer
+        msg += ("; the LLM's pad-token embedding, the prompt's BOS, is all zeros, which makes the BOS position's "
+                "gradient grow with every layer until it overflows: give that row non-zero values (a trained "
+                "LLM has them; a random Hugging Face init zeroes it)")
+    return msg
 
 
 def _versions() -> dict[str, str]:

@@ -135,11 +135,14 @@ def analyze(
     labels: str | None = typer.Option(None, "--labels", help="Comma-separated label set."),
     as_json: bool = typer.Option(False, "--json", help="Print only the answer object."),
     out: Path | None = typer.Option(None, "--out", help="Many clips: write the JSONL here instead of stdout."),
+    asr: bool | None = typer.Option(
+        None, "--asr/--no-asr", help="Transcribe the clip's speech even with --transcript (--no-asr: never)."
+    ),
 ) -> None:
     """Analyse a clip (or many, or a transcript alone) end to end with the configured profile."""
     from xemo.commands.analyze import run
 
-    sys.exit(run(settings(), clips or [], audio, transcript, labels, as_json, out))
+    sys.exit(run(settings(), clips or [], audio, transcript, labels, as_json, out, asr))
 
 
 @app.command()
@@ -232,11 +235,14 @@ def client_analyze(
     api_key: str | None = typer.Option(None, "--api-key", envvar="XEMO_API_KEY", help="Bearer key (or XEMO_API_KEY)."),
     stream: bool = typer.Option(False, "--stream", help="Print the events as they arrive (SSE), one JSON per line."),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds to wait for the answer."),
+    asr: bool | None = typer.Option(
+        None, "--asr/--no-asr", help="Transcribe the clip's speech even with --transcript (--no-asr: never)."
+    ),
 ) -> None:
     """Send one clip (or a transcript) to a server; print the answer as JSON."""
     from xemo.commands.client import analyze as run
 
-    sys.exit(run(url, clip, audio, transcript, labels, api_key, stream, timeout))
+    sys.exit(run(url, clip, audio, transcript, labels, api_key, stream, timeout, asr))
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Training data: build it from clips and their descriptions.")

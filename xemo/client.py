@@ -8,9 +8,10 @@
         for ev in xemo.stream(video="clip.mp4"):   # LabelEvent, CueEvent..., TokenEvent..., DoneEvent
             print(ev.type)
 
-Media is a path or bytes; a transcript alone is a text-only request. Answers and events are the pydantic models
-of xemo/schemas.py. 429 and 503 answers are retried (up to `max_retries`), waiting as long as Retry-After says
-(capped by `max_retry_wait_s`). A server error becomes `ApiError` with the envelope's type, message and request id.
+Media is a path or bytes; a transcript alone is a text-only request; `asr=True` has the clip's speech transcribed
+even when a transcript is given. Answers and events are the pydantic models of xemo/schemas.py. 429 and 503
+answers are retried (up to `max_retries`), waiting as long as Retry-After says (capped by `max_retry_wait_s`). A
+server error becomes `ApiError` with the envelope's type, message and request id.
 """
 
 from __future__ import annotations
@@ -29,10 +30,7 @@ from xemo import schemas
 from xemo.schemas import Answer, DoneEvent, ErrorEvent, JobAccepted, JobStatus, ModelList
 
 Media = str | Path | bytes | bytearray | memoryview
-Event = (
-    schemas.LabelEvent | schemas.CueEvent | schemas.TokenEvent | schemas.SegmentEvent | schemas.DoneEvent
-    | schemas.ErrorEvent
-)
+Event = schemas.AnyEvent  # a job's stream may also carry RestartedEvent
 RETRY_STATUSES = (429, 503)
 WS_CHUNK = 1 << 20  # below the server's default WebSocket message limit (4 MiB)
 
@@ -72,7 +70,8 @@ def _read(media: Media, what: str) -> tuple[str, bytes]:
 
 
 def _request(video: Media | None, audio: Media | None, transcript: str | None, labels: list[str] | str | None,
-             max_tokens: int | None, temperature: float | None) -> tuple[dict[str, tuple[str, bytes]], dict[str, str]]:
+             max_tokens: int | None, temperature: float | None,
+             asr: bool | None = None) -> tuple[dict[str, tuple[str, bytes]], dict[str, str]]:
     """The multipart files and text fields of one analysis (read once, so a retry sends the same bytes)."""
     if video is None and audio is None and not (transcript or "").strip():
         raise ValueError("nothing to analyse: give video, audio or transcript")
@@ -86,6 +85,8 @@ def _request(video: Media | None, audio: Media | None, transcript: str | None, l
         data["max_tokens"] = str(max_tokens)
     if temperature is not None:
         data["temperature"] = repr(float(temperature))
+    if asr is not None:
+        data["asr"] = "true" if asr else "false"
     return files, data
 
 
@@ -207,18 +208,20 @@ class Client(_Base):
 
     def analyze(self, video: Media | None = None, audio: Media | None = None, transcript: str | None = None,
                 labels: list[str] | str | None = None, max_tokens: int | None = None,
-                temperature: float | None = None, request_id: str | None = None) -> Answer:
-        files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
+                temperature: float | None = None, asr: bool | None = None,
+                request_id: str | None = None) -> Answer:
+        files, data = _request(video, audio, transcript, labels, max_tokens, temperature, asr)
         headers = {"X-Request-Id": request_id} if request_id else {}
         r = self._send("POST", "/v1/analyze", files=_multipart(files, data), headers=headers)
         return Answer.model_validate(r.json())
 
     def stream(self, video: Media | None = None, audio: Media | None = None, transcript: str | None = None,
                labels: list[str] | str | None = None, max_tokens: int | None = None,
-               temperature: float | None = None, raise_on_error: bool = True) -> Iterator[Event]:
+               temperature: float | None = None, asr: bool | None = None,
+               raise_on_error: bool = True) -> Iterator[Event]:
         """Typed events over SSE, the last a DoneEvent carrying the Answer. An error event raises ApiError
         (or, with raise_on_error=False, is yielded last)."""
-        files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
+        files, data = _request(video, audio, transcript, labels, max_tokens, temperature, asr)
         r = self._send("POST", "/v1/analyze", stream=True, files=_multipart(files, {**data, "stream": "true"}),
                        headers={"Accept": "text/event-stream"})
         yield from self._events(r, raise_on_error)
@@ -238,13 +241,14 @@ class Client(_Base):
 
     def stream_ws(self, video: Media | None = None, audio: Media | None = None, transcript: str | None = None,
                   labels: list[str] | str | None = None, max_tokens: int | None = None,
-                  temperature: float | None = None, raise_on_error: bool = True) -> Iterator[Event]:
+                  temperature: float | None = None, asr: bool | None = None,
+                  raise_on_error: bool = True) -> Iterator[Event]:
         """The same events over `WS /v1/stream`. Refusals for load (close 4429/4503 before any event) are
         retried with backoff (a WebSocket close carries no Retry-After)."""
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
-        files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
+        files, data = _request(video, audio, transcript, labels, max_tokens, temperature, asr)
         for attempt in range(self.max_retries + 1):
             with connect(_ws_url(self.base_url) + "/v1/stream", open_timeout=self.connect_timeout,
                          max_size=None, additional_headers=self.headers) as ws:
@@ -277,9 +281,9 @@ class Client(_Base):
 
     def submit_job(self, video: Media | None = None, audio: Media | None = None, transcript: str | None = None,
                    labels: list[str] | str | None = None, max_tokens: int | None = None,
-                   temperature: float | None = None) -> JobAccepted:
+                   temperature: float | None = None, asr: bool | None = None) -> JobAccepted:
         """`POST /v1/jobs`: the same form as analyze; answers at once with the job's id."""
-        files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
+        files, data = _request(video, audio, transcript, labels, max_tokens, temperature, asr)
         return JobAccepted.model_validate(self._send("POST", "/v1/jobs", files=_multipart(files, data)).json())
 
     def job(self, job_id: str) -> JobStatus:
@@ -287,7 +291,8 @@ class Client(_Base):
         return JobStatus.model_validate(self._send("GET", f"/v1/jobs/{job_id}").json())
 
     def job_events(self, job_id: str, raise_on_error: bool = True) -> Iterator[Event]:
-        """`GET /v1/jobs/{id}/events`: the job's events from the start, then live."""
+        """`GET /v1/jobs/{id}/events`: the job's events from the start, then live. A RestartedEvent means another
+        process started the job again: the events before it belong to the abandoned attempt."""
         r = self._send("GET", f"/v1/jobs/{job_id}/events", stream=True, headers={"Accept": "text/event-stream"})
         yield from self._events(r, raise_on_error)
 
@@ -364,16 +369,18 @@ class AsyncClient(_Base):
 
     async def analyze(self, video: Media | None = None, audio: Media | None = None, transcript: str | None = None,
                       labels: list[str] | str | None = None, max_tokens: int | None = None,
-                      temperature: float | None = None, request_id: str | None = None) -> Answer:
-        files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
+                      temperature: float | None = None, asr: bool | None = None,
+                      request_id: str | None = None) -> Answer:
+        files, data = _request(video, audio, transcript, labels, max_tokens, temperature, asr)
         headers = {"X-Request-Id": request_id} if request_id else {}
         r = await self._send("POST", "/v1/analyze", files=_multipart(files, data), headers=headers)
         return Answer.model_validate(r.json())
 
     async def stream(self, video: Media | None = None, audio: Media | None = None, transcript: str | None = None,
                      labels: list[str] | str | None = None, max_tokens: int | None = None,
-                     temperature: float | None = None, raise_on_error: bool = True) -> AsyncIterator[Event]:
-        files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
+                     temperature: float | None = None, asr: bool | None = None,
+                     raise_on_error: bool = True) -> AsyncIterator[Event]:
+        files, data = _request(video, audio, transcript, labels, max_tokens, temperature, asr)
         r = await self._send("POST", "/v1/analyze", stream=True, files=_multipart(files, {**data, "stream": "true"}),
                              headers={"Accept": "text/event-stream"})
         async for ev in self._events(r, raise_on_error):
@@ -395,11 +402,11 @@ class AsyncClient(_Base):
     async def stream_ws(self, video: Media | None = None, audio: Media | None = None,
                         transcript: str | None = None, labels: list[str] | str | None = None,
                         max_tokens: int | None = None, temperature: float | None = None,
-                        raise_on_error: bool = True) -> AsyncIterator[Event]:
+                        asr: bool | None = None, raise_on_error: bool = True) -> AsyncIterator[Event]:
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed
 
-        files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
+        files, data = _request(video, audio, transcript, labels, max_tokens, temperature, asr)
         for attempt in range(self.max_retries + 1):
             async with connect(_ws_url(self.base_url) + "/v1/stream", open_timeout=self.connect_timeout,
                                max_size=None, additional_headers=self.headers) as ws:
@@ -439,8 +446,9 @@ class AsyncClient(_Base):
 
     async def submit_job(self, video: Media | None = None, audio: Media | None = None,
                          transcript: str | None = None, labels: list[str] | str | None = None,
-                         max_tokens: int | None = None, temperature: float | None = None) -> JobAccepted:
-        files, data = _request(video, audio, transcript, labels, max_tokens, temperature)
+                         max_tokens: int | None = None, temperature: float | None = None,
+                         asr: bool | None = None) -> JobAccepted:
+        files, data = _request(video, audio, transcript, labels, max_tokens, temperature, asr)
         r = await self._send("POST", "/v1/jobs", files=_multipart(files, data))
         return JobAccepted.model_validate(r.json())
 

@@ -1,8 +1,9 @@
 """The API's wire schema, defined once: request options, the answer, each stream event, the error envelope, probes.
 
 The server builds its responses from these models and publishes their JSON Schemas (`/openapi.json` under
-`components.schemas`, one schema per stream event under `/v1/schemas/events/`); `xemo.client` parses what it
-receives into them. Only pydantic is imported here, so the client never pulls in the server or the engines.
+`components.schemas`, one schema per stream event under `/v1/schemas/events/`, a job stream's `restarted` among
+them); `xemo.client` parses what it receives into them. Only pydantic is imported here, so the client never pulls
+in the server or the engines.
 
 The answer and event models mirror the dataclasses of engines/types.py field for field (a test keeps the two
 equal). Response models allow extra fields, so a client keeps what a newer server adds.
@@ -35,6 +36,15 @@ MAX_TOKENS_CAP = 2048
 
 def _blank_to_none(v: Any) -> Any:
     return None if isinstance(v, str) and not v.strip() else v
+
+
+def _flag(v: Any) -> Any:
+    """A boolean option: JSON true/false, or form text true/false/1/0/yes/no."""
+    if isinstance(v, str) and v.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError("must be true or false")
+    if not isinstance(v, bool | str):
+        raise ValueError("must be true or false")
+    return v.strip() if isinstance(v, str) else v
 
 
 def _no_bool(v: Any) -> Any:
@@ -78,6 +88,14 @@ class AnalyzeOptions(BaseModel):
               "distinct labels).")
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_CAP, description="Cap on the explanation's tokens.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 is greedy (and cacheable).")
+    asr: bool | None = Field(
+        None,
+        description="Speech recognition of the clip's own speech. true: transcribe it even when a transcript was "
+        "sent; what was heard is then the answer's transcript (source \"asr\", the verbal cues come from it) and "
+        "the sent text is kept as its `client_text` (when nothing is heard, the sent text is the transcript, source "
+        "\"client\"). false: never transcribe. Unset: the server's setting (transcribe only when no transcript "
+        "was sent). Needs a clip with audio and a server with speech recognition on.",
+    )
     stream: bool = Field(False, description="Answer `POST /v1/analyze` as server-sent events.")
 
     @field_validator("transcript", mode="before")
@@ -108,16 +126,15 @@ class AnalyzeOptions(BaseModel):
     def _numbers(cls, v: Any) -> Any:
         return _no_bool(_blank_to_none(v.strip() if isinstance(v, str) else v))
 
+    @field_validator("asr", mode="before")
+    @classmethod
+    def _asr(cls, v: Any) -> Any:
+        return None if _blank_to_none(v) is None else _flag(v)
+
     @field_validator("stream", mode="before")
     @classmethod
     def _stream(cls, v: Any) -> Any:
-        if v is None or (isinstance(v, str) and not v.strip()):
-            return False
-        if isinstance(v, str) and v.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError("must be true or false")
-        if not isinstance(v, bool | str):
-            raise ValueError("must be true or false")
-        return v.strip() if isinstance(v, str) else v
+        return False if _blank_to_none(v) is None else _flag(v)
 
 
 class WsOptionsFrame(AnalyzeOptions):
@@ -211,6 +228,8 @@ class Transcript(_Wire):
     english: str | None = Field(description="English translation (equal to text when the speech is English).")
     segments: list[TranscriptSegment]
     truncated_at_s: float | None = Field(description="Set when only the first seconds were transcribed.")
+    client_text: str | None = Field(description="The transcript the client sent, when the speech was recognised "
+                                    "anyway (the `asr` option); null otherwise.")
 
 
 class Timings(BaseModel):
@@ -350,7 +369,19 @@ class ErrorEvent(_Wire):
     error: ErrorBody
 
 
-EVENT_MODELS: dict[str, type[_Wire]] = {
+class RestartedEvent(_Wire):
+    """Only on a job's event stream (`GET /v1/jobs/{id}/events`): another process started the job again after the
+    one running it stopped; the events before it belong to the abandoned attempt and are to be discarded."""
+
+    model_config = ConfigDict(
+        json_schema_extra=lambda s: (_type_required(s), s.update(examples=[{"type": "restarted", "attempt": 2}]))
+    )
+    type: Literal["restarted"] = "restarted"
+    attempt: int = Field(ge=2, description="The job's start count with this start (the job status's `attempts`).")
+
+
+# The events of one analysis (SSE of POST /v1/analyze, WS /v1/stream, and a job's stream).
+STREAM_EVENT_MODELS: dict[str, type[_Wire]] = {
     "label": LabelEvent,
     "cue": CueEvent,
     "token": TokenEvent,
@@ -358,13 +389,14 @@ EVENT_MODELS: dict[str, type[_Wire]] = {
     "done": DoneEvent,
     "error": ErrorEvent,
 }
-StreamEvent = Annotated[
-    LabelEvent | CueEvent | TokenEvent | SegmentEvent | DoneEvent | ErrorEvent, Field(discriminator="type")
-]
+# Every event with a published schema: the analysis events, and `restarted`, which only a job's stream carries.
+EVENT_MODELS: dict[str, type[_Wire]] = {**STREAM_EVENT_MODELS, "restarted": RestartedEvent}
+AnyEvent = LabelEvent | CueEvent | TokenEvent | SegmentEvent | DoneEvent | ErrorEvent | RestartedEvent
+StreamEvent = Annotated[AnyEvent, Field(discriminator="type")]
 _EVENTS: TypeAdapter[Any] = TypeAdapter(StreamEvent)
 
 
-def parse_event(data: dict[str, Any]) -> LabelEvent | CueEvent | TokenEvent | SegmentEvent | DoneEvent | ErrorEvent:
+def parse_event(data: dict[str, Any]) -> AnyEvent:
     """A received event dict as its typed model (raises pydantic.ValidationError if it is not one)."""
     return _EVENTS.validate_python(data)
 

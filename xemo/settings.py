@@ -58,6 +58,12 @@ class LiteSettings(BaseModel):
     llm_backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
     n_ctx: int = 1536  # per sequence (llama.cpp reserves n_ctx x max_num_seqs KV cells at load)
     n_threads: int = 2
+    # llama_cpp: re-quantize the GGUF once (kept in cache_dir) to a type with faster CPU kernels; "none" = as is.
+    # Q4_1 -> Q8_0 keeps the model's outputs (engines/llm/requantize.py); q4_0 is cheaper and changes them.
+    llm_requantize: Literal["none", "q8_0", "q4_0"] = "q8_0"
+    # Tokens the explanation grammar forces (a cue clause once its first words are chosen) are streamed without
+    # sampling and written to the KV cache in one step (engines/llm/batching.py).
+    llm_fast_forward: bool = True
     # Spare KV slots (n_ctx cells each) keeping recent prompts, so a request sharing the few-shot header skips its
     # prefill (llama_cpp only; 0 = off).
     prefix_cache_slots: int = Field(2, ge=0)

@@ -111,9 +111,14 @@ class LitePipeline(Pipeline):
         from engines.llm import load_backend, smollm2_gguf_path
 
         path = Path(self.lite.llm) if self.lite.llm else smollm2_gguf_path()
+        if self.lite.llm_backend == "llama_cpp" and self.lite.llm_requantize != "none":
+            from engines.llm.requantize import requantized
+
+            path = requantized(path, self.lite.llm_requantize, self.lite.cache_dir or Path.home() / ".cache" / "xemo")
         return load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
                             max_num_seqs=self.settings.server.max_num_seqs,
-                            prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk)
+                            prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk,
+                            fast_forward=self.lite.llm_fast_forward)
 
     def load(self) -> None:
         self.llm = self.load_llm()
@@ -195,12 +200,13 @@ class LitePipeline(Pipeline):
         from engines.perception.resolve import finalize_cues
 
         async def hear() -> tuple[Any, Any]:
-            """The vocal cues, then (on speech, when no transcript was given) what was said."""
+            """The vocal cues, then (on speech, when no transcript was given or ASR was asked for) what was said."""
             if clip.audio is None:
                 return None, None
             aud = await timed("audio", (clip.audio, clip.sample_rate))
             heard = None
-            if aud.speech_found and wants_asr(self.settings.asr, request.transcript, self.stage_names()):
+            if aud.speech_found and wants_asr(self.settings.asr, request.transcript, self.stage_names(),
+                                              request.asr):
                 heard = await timed("asr", (clip.audio, clip.sample_rate))
             return aud, heard
 

@@ -5,7 +5,7 @@ Usage: backend = load_backend(smollm2_gguf_path(), "llama_cpp", n_ctx=2048, max_
 
 Every backend also offers: `score_choices` (sum log-prob per choice), `stats()` -> {"running", "waiting"} (plus
 `prefix_cache_hits`, `prefix_cache_tokens_saved`, ... on llama_cpp with `prefix_cache_slots` > 0),
-`step_listeners` (called with the batch size after each decode step, from the engine thread), and usage
+`step_listeners` (called with the number of sequences after each decode step, from the engine thread), and usage
 counts on the last Token (`Token.usage`) and on the stream (`stream.usage`). Constraints: `choices` and `lark`
 (llguidance, engines/llm/guidance.py) on both; `grammar` (GBNF) and `json_schema` on llama_cpp only
 (transformers raises UnsupportedConstraint).
@@ -42,16 +42,20 @@ def load_backend(
     quantization: str = "none",
     n_ctx: int = 2048,
     n_threads: int = 2,
+    n_threads_batch: int | None = None,
     max_num_seqs: int = 8,
     cache_dir: Path | None = None,
     prefill_chunk: int = 256,
     prefix_cache_slots: int = 0,
+    fast_forward: bool = True,
 ) -> LLMBackend:
     """Load a causal LM for serving. `path` is a GGUF file (either backend) or a Hugging Face model dir
     (transformers). `cache_dir` (transformers + GGUF only) keeps a dequantized copy so later loads are fast.
     `prefill_chunk`: prompt tokens prefilled between two decode steps (bounds the stall running streams see).
     `prefix_cache_slots` (llama_cpp only; 0 = off): extra KV slots holding recent prompts whose prefix a new
-    prompt may reuse instead of prefilling it again (each costs n_ctx more KV cells)."""
+    prompt may reuse instead of prefilling it again (each costs n_ctx more KV cells).
+    `n_threads_batch` (llama_cpp only; None = n_threads): threads for batches of more than one token (prefill).
+    `fast_forward`: tokens a constraint forces are streamed without sampling and written in one step."""
     if prefill_chunk < 1:
         raise ModelError("prefill_chunk must be at least 1")
     path = Path(path)
@@ -73,6 +77,7 @@ def load_backend(
             path,
             n_ctx=n_ctx,
             n_threads=n_threads,
+            n_threads_batch=n_threads_batch,
             max_num_seqs=max_num_seqs,
             device=device,
             prefix_cache_slots=prefix_cache_slots,
@@ -93,4 +98,5 @@ def load_backend(
     else:
         raise ModelError(f"unknown LLM backend {backend!r}: use llama_cpp or transformers")
     b.prefill_chunk = prefill_chunk
+    b.fast_forward = fast_forward
     return b

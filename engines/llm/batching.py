@@ -4,8 +4,11 @@ Between decode steps the engine admits waiting sequences (FIFO) up to `max_num_s
 one token for all running sequences in a single forward pass. Prompts are prefilled in chunks of at most
 `prefill_chunk` tokens, one chunk between two decode steps, so a 700-token multimodal prompt joining the batch
 delays the running streams by one chunk at a time instead of its whole prefill. Finished and cancelled
-sequences leave at once and their slot (and KV cells) are freed. Tokens go back to the event loop with
-`loop.call_soon_threadsafe`, so no model work ever runs on the loop.
+sequences leave at once and their slot (and KV cells) are freed. Tokens a constraint forces (a grammar whose
+next bytes are fixed) are streamed at once and written to the KV cache in the next step together with the sampled
+token before them, one forward pass for all of them instead of one each (backends whose `_decode` takes one token
+per sequence, `max_step_tokens = 1`, write them one step at a time without sampling). Tokens go back to the event
+loop with `loop.call_soon_threadsafe`, so no model work ever runs on the loop.
 
 A backend subclasses `BatchedBackend` and implements the model hooks `_prefill_chunk`, `_decode`, `_release`
 and `_score` (all called only from the engine thread); `_reuse_prefix` / `_prompt_done` let it skip the
@@ -58,7 +61,9 @@ class Seq:
     slot: int = -1
     pos: int = 0  # next position to write (= tokens in the KV cache)
     cursor: tuple[int, int] = (0, 0)  # prefill progress: (part index, offset in that part)
-    last_token: int = -1
+    # Tokens chosen but not yet in the KV cache: the sampled one, then those the constraint forced after it.
+    feed: list[int] = field(default_factory=list)
+    step_tokens: list[int] = field(default_factory=list)  # the part of `feed` the current decode step writes
     state: dict[str, Any] = field(default_factory=dict)  # backend-specific (grammar sampler, cache rows)
     usage: dict[str, int] = field(default_factory=dict)
     t_submit: float = 0.0
@@ -122,6 +127,8 @@ class BatchedBackend(LLMBackend):
 
     eos_id: int
     vocab_size: int
+    max_step_tokens = 1  # tokens one sequence may write in one decode step (forced tokens; see the docstring)
+    fast_forward = True  # stream forced tokens without sampling them (off: every token is sampled, one per step)
 
     def __init__(self, max_num_seqs: int, max_context: int) -> None:
         if max_num_seqs < 1:
@@ -146,7 +153,8 @@ class BatchedBackend(LLMBackend):
 
     @abc.abstractmethod
     def _decode(self, seqs: list[Seq]) -> list[np.ndarray]:
-        """One forward pass: feed each seq's `last_token` at `pos`; return each seq's next-token logits."""
+        """One forward pass: write each seq's `step_tokens` (at most `max_step_tokens`) at positions `pos`...;
+        return each seq's next-token logits after its last step token."""
 
     @abc.abstractmethod
     def _release(self, seq: Seq) -> None:
@@ -379,6 +387,8 @@ class BatchedBackend(LLMBackend):
 
     def _step(self) -> None:
         batch = list(self._running)
+        for s in batch:
+            s.step_tokens = s.feed[: self.max_step_tokens]
         try:
             all_logits = self._decode(batch)
         except Exception as e:
@@ -387,7 +397,12 @@ class BatchedBackend(LLMBackend):
                 self._fail(s, e)
             return
         for s, logits in zip(batch, all_logits, strict=True):
-            s.pos += 1
+            s.pos += len(s.step_tokens)
+            del s.feed[: len(s.step_tokens)]
+            if s.feed:  # forced tokens still to write: nothing to sample before they are in
+                if s.cancelled:
+                    self._finish(s, None)
+                continue
             self._emit(s, logits)
         for cb in list(self.step_listeners):
             try:
@@ -402,17 +417,22 @@ class BatchedBackend(LLMBackend):
             return
         assert s.sampler is not None
         try:
-            st = s.sampler.step(logits)
+            steps = [s.sampler.step(logits)]
+            if steps[0].finish_reason is None and self.fast_forward:
+                steps += s.sampler.fast_forward()
         except Exception as e:
             self._running.remove(s)
             self._fail(s, e)
             return
-        s.last_token = st.token
+        s.feed = [st.token for st in steps]
         s.usage["completion_tokens"] = s.sampler.generated
-        finish = st.finish_reason  # the sampler also stops at the context size (its max_new)
+        finish = steps[-1].finish_reason  # the sampler also stops at the context size (its max_new)
         usage = dict(s.usage) if finish else None
         if finish:  # free the slot before the consumer sees the last token
             self._finish(s, finish)
+        for st in steps[:-1]:
+            self._send(s, Token(st.text, st.token, st.logprob))
+        st = steps[-1]
         self._send(s, Token(st.text, st.token, st.logprob, finish_reason=finish, usage=usage))
 
     def _finish(self, s: Seq, reason: str | None) -> None:

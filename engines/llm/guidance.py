@@ -57,6 +57,12 @@ class LarkConstraint(Constraint):
         if not self.matcher.consume_token(int(token)):
             raise BadRequest(f"the grammar rejected a token: {self.matcher.get_error() or 'not allowed here'}")
 
+    def forced(self) -> list[int]:
+        # the bytes the grammar allows as the only continuation, tokenized canonically by llguidance (which holds
+        # back a last token that a longer one could still replace); unconstrained sampling might split them
+        # otherwise, but it can produce no other text
+        return list(self.matcher.compute_ff_tokens())
+
     @property
     def complete(self) -> bool:
         return bool(self.matcher.is_stopped())

@@ -94,6 +94,7 @@ class LlamaCppBackend(BatchedBackend):
         *,
         n_ctx: int = 2048,
         n_threads: int = 2,
+        n_threads_batch: int | None = None,
         max_num_seqs: int = 8,
         device: str = "cpu",
         prefix_cache_slots: int = 0,
@@ -117,7 +118,9 @@ class LlamaCppBackend(BatchedBackend):
         cp.n_ctx = n_ctx * n_seq
         cp.n_batch = cp.n_ubatch = max(_N_BATCH, max_num_seqs)
         cp.n_seq_max = n_seq
-        cp.n_threads = cp.n_threads_batch = n_threads
+        # llama.cpp runs a batch of one token (a decode step of one sequence) on n_threads and larger ones
+        # (prefill, batched decode) on n_threads_batch
+        cp.n_threads, cp.n_threads_batch = n_threads, n_threads_batch or n_threads
         cp.kv_unified = False  # each sequence gets its own n_ctx cells
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
@@ -133,6 +136,7 @@ class LlamaCppBackend(BatchedBackend):
         self.model_bytes = L.llama_model_size(self.model)
         self.name = f"llama_cpp:{path.stem}"
         super().__init__(max_num_seqs, min(n_ctx, L.llama_n_ctx_seq(self.ctx)))
+        self.max_step_tokens = cp.n_batch // max_num_seqs  # a full batch of them still fits one llama_batch
         self._tok_batch = L.llama_batch_init(cp.n_batch, 0, 1)
         self._emb_batch = L.llama_batch_init(cp.n_batch, self.hidden_size, 1)
         self._embd = GGUFEmbeddings(path)  # memory-mapped token_embd rows for embed_tokens
@@ -265,15 +269,20 @@ class LlamaCppBackend(BatchedBackend):
 
     def _decode(self, seqs: list[Seq]) -> list[np.ndarray]:
         b = self._tok_batch
-        for i, s in enumerate(seqs):
-            b.token[i] = s.last_token
-            b.pos[i] = s.pos
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = s.slot
-            b.logits[i] = True
-        b.n_tokens = len(seqs)
+        i = 0
+        last = []
+        for s in seqs:  # each sequence's step tokens in a row, logits after its last one only
+            for j, t in enumerate(s.step_tokens):
+                b.token[i] = t
+                b.pos[i] = s.pos + j
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = s.slot
+                b.logits[i] = j == len(s.step_tokens) - 1
+                i += 1
+            last.append(i - 1)
+        b.n_tokens = i
         self._check(self.lib.llama_decode(self.ctx, b))
-        return [self._logits(i) for i in range(len(seqs))]
+        return [self._logits(k) for k in last]
 
     def _reuse_prefix(self, seq: Seq) -> int:
         if self._prefix is None or seq.parts[0][0] != "ids":

@@ -48,6 +48,12 @@ class Constraint:
     def accept(self, token: int) -> None:  # noqa: B027 - stateless constraints ignore it
         """Advance the constraint's state past `token`."""
 
+    def forced(self) -> list[int]:
+        """Tokens the constraint allows as the only continuation from here (possibly none); the caller accepts
+        them one by one. Sampling them would only ever pick them, so the engine writes them without a decode
+        step each."""
+        return []
+
     @property
     def complete(self) -> bool:
         """True when the output is complete and nothing else may follow (the sequence stops)."""
@@ -101,6 +107,13 @@ class ChoiceTrie(Constraint):
     @property
     def complete(self) -> bool:
         return self._done
+
+    def forced(self) -> list[int]:
+        out, node = [], self.node
+        while not node.end and len(node.children) == 1:
+            (t, node), = node.children.items()
+            out.append(t)
+        return out
 
 
 def log_softmax_at(logits: np.ndarray, token: int) -> float:
@@ -171,7 +184,7 @@ class Step:
 
     token: int
     text: str
-    logprob: float
+    logprob: float | None  # None for a token the constraint forced (no logits were computed for it)
     finish_reason: str | None  # "stop" | "length" | None
 
 
@@ -205,6 +218,25 @@ class SequenceSampler:
         self.generated += 1
         if self.constraint:
             self.constraint.accept(tok)
+        return self._after(tok, logprob)
+
+    def fast_forward(self) -> list[Step]:
+        """The tokens the constraint forces next, taken as if sampled (the same text, stop and length rules),
+        up to the first that finishes the sequence."""
+        out: list[Step] = []
+        if self.constraint is None:
+            return out
+        for tok in self.constraint.forced():
+            if self.is_eos(tok):  # the end is decided by sampling, which also frees the slot
+                break
+            self.generated += 1
+            self.constraint.accept(tok)
+            out.append(st := self._after(tok, None))
+            if st.finish_reason is not None:
+                break
+        return out
+
+    def _after(self, tok: int, logprob: float | None) -> Step:
         if self.is_eos(tok):
             return Step(tok, self.stop.flush(), logprob, "stop")
         text, hit = self.stop.feed(self.detok.add(tok))

@@ -5,13 +5,15 @@ sequences share one left-padded batched KV cache with an attention mask and per-
 set of running sequences changes (a sequence joins or leaves) the batched cache is rebuilt from the rows' valid
 slices ("join at step boundary by re-batching"), so steps in between just append one column per step.
 
-Quantization: int8 on CPU with `torch.ao.quantization.quantize_dynamic` (Linear layers, qint8); on CUDA, int8/int4
-through bitsandbytes or torchao when installed. `choices` and Lark grammars (llguidance over the fast
-tokenizer) are enforced here; GBNF grammars and JSON schemas raise `UnsupportedConstraint` (use llama_cpp).
+Quantization: int8 on CPU with `torch.ao.quantization.quantize_dynamic` (Linear layers, qint8, block by block in
+place); on CUDA, int8/int4 through bitsandbytes or torchao when installed. `choices` and Lark grammars (llguidance
+over the fast tokenizer) are enforced here; GBNF grammars and JSON schemas raise `UnsupportedConstraint` (use
+llama_cpp).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -110,17 +112,7 @@ class TransformersBackend(BatchedBackend):
         torch = _torch()
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if dtype not in _DTYPES:
-            raise ModelError(f"unknown dtype {dtype!r}: use one of {sorted(_DTYPES)}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelError(f"device={device!r} requested but this torch build sees no CUDA device")
-        if not (device == "cpu" or device.startswith("cuda")):
-            raise ModelError(f"unknown device {device!r}: use cpu or cuda")
-        on_cuda = device.startswith("cuda")
-        if quantization == "int4" and not on_cuda:
-            raise ModelError("int4 weights need CUDA (bitsandbytes or torchao); on CPU use int8 or a GGUF on llama_cpp")
-        if quantization == "int8" and not on_cuda and dtype != "float32":
-            raise ModelError("int8 dynamic quantization on CPU runs with float32 activations: set dtype float32")
+        on_cuda = _check_settings(device, dtype, quantization)
         if device == "cpu":
             torch.set_num_threads(n_threads)
 
@@ -141,7 +133,7 @@ class TransformersBackend(BatchedBackend):
         if on_cuda and quantization != "none":
             load_kw, post_quant = _cuda_quantization(quantization, torch_dtype, load_kw)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True, **gguf_kw)
+            tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True, **gguf_kw)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = AutoModelForCausalLM.from_pretrained(src, **load_kw)
@@ -152,13 +144,49 @@ class TransformersBackend(BatchedBackend):
         model.eval()
         if post_quant is not None:
             post_quant(model)
-        if quantization == "int8" and not on_cuda:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # deprecated in favour of torchao, still supported in 2.13
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self._serve(model, tokenizer, path.stem if path.suffix == ".gguf" else path.name, device, torch_dtype,
+                    quantization, n_ctx, max_num_seqs)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        *,
+        device: str = "cpu",
+        quantization: str = "none",
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        max_num_seqs: int = 8,
+    ) -> TransformersBackend:
+        """Serve a causal LM built in memory, in the dtype it has (bench/gpu_xemogpt.py builds full-size models
+        from their configs, where writing and reloading 8-16 GB of random weights would only cost time).
+        int8 on CPU is applied here as for a loaded model; a bfloat16 model goes to int8 block by block."""
+        torch = _torch()
+        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+        name_of = "float32" if quantization == "int8" else str(dtype).removeprefix("torch.")
+        on_cuda = _check_settings(device, name_of, quantization)
+        if device == "cpu":
+            torch.set_num_threads(n_threads)
+        model = model.to(device).eval()
+        if on_cuda and quantization != "none":
+            _torchao_quantization(quantization)(model)
+        self = cls.__new__(cls)
+        self._serve(model, tokenizer, name, device, torch.float32 if quantization == "int8" and not on_cuda else dtype,
+                    quantization, n_ctx, max_num_seqs)
+        return self
+
+    def _serve(self, model: Any, tokenizer: Any, name: str, device: str, dtype: Any, quantization: str, n_ctx: int,
+               max_num_seqs: int) -> None:
+        """Everything after the weights are in place (and quantized on CUDA): the one setup both entries share."""
+        torch = _torch()
+        if quantization == "int8" and device == "cpu":
+            model = quantize_int8_cpu(model)
         self.model = model
+        self.tokenizer = tokenizer
         self.device = torch.device(device)
-        self.dtype = torch_dtype
+        self.dtype = dtype
         self.quantization = quantization
         cfg = model.config.get_text_config()
         self.hidden_size = int(cfg.hidden_size)
@@ -173,9 +201,7 @@ class TransformersBackend(BatchedBackend):
             raise ModelError("the model defines no end-of-sequence token")
         self._eos = eos
         self.eos_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else min(eos)
-        self.name = f"transformers:{path.stem if path.suffix == '.gguf' else path.name}" + (
-            f":{quantization}" if quantization != "none" else ""
-        )
+        self.name = f"transformers:{name}" + (f":{quantization}" if quantization != "none" else "")
         self.model_bytes = weight_bytes(model)
         max_pos = getattr(cfg, "max_position_embeddings", None) or n_ctx
         super().__init__(max_num_seqs, min(n_ctx, int(max_pos)))
@@ -293,7 +319,7 @@ class TransformersBackend(BatchedBackend):
         with torch.inference_mode():
             if seqs != self._rows:
                 self._rebatch(seqs)
-            ids = torch.tensor([[s.last_token] for s in seqs], device=self.device)
+            ids = torch.tensor([[s.step_tokens[0]] for s in seqs], device=self.device)  # max_step_tokens = 1
             pos = torch.tensor([[s.pos] for s in seqs], device=self.device)
             mask = torch.cat([self._mask, torch.ones(len(seqs), 1, dtype=torch.long, device=self.device)], 1)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=self._cache, use_cache=True)
@@ -347,6 +373,43 @@ def weight_bytes(model: Any) -> int:
     return total
 
 
+def _check_settings(device: str, dtype: str, quantization: str) -> bool:
+    """Refuse settings that cannot work, before any weights are touched; True when serving on CUDA."""
+    torch = _torch()
+    if dtype not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: use one of {sorted(_DTYPES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device={device!r} requested but this torch build sees no CUDA device")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ModelError(f"unknown device {device!r}: use cpu or cuda")
+    on_cuda = device.startswith("cuda")
+    if quantization == "int4" and not on_cuda:
+        raise ModelError("int4 weights need CUDA (bitsandbytes or torchao); on CPU use int8 or a GGUF on llama_cpp")
+    if quantization == "int8" and not on_cuda and dtype != "float32":
+        raise ModelError("int8 dynamic quantization on CPU runs with float32 activations: set dtype float32")
+    return on_cuda
+
+
+def quantize_int8_cpu(model: Any) -> Any:
+    """int8 dynamic quantization of every Linear (qint8 weights, float32 activations), in place and one block of a
+    ModuleList at a time: a model held in bfloat16 is never whole in float32 on the way (Qwen3-4B: 8 GB, not 16 GB
+    plus the copy quantize_dynamic makes by default). For a float32 model the result is the same as one
+    quantize_dynamic call."""
+    torch = _torch()
+    blocks = [b for mod in model.modules() if isinstance(mod, torch.nn.ModuleList) for b in mod]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated in favour of torchao, still supported in 2.13
+        for block in blocks:
+            block.float()
+            torch.ao.quantization.quantize_dynamic(block, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            # the swapped-out float32 Linears sit in reference cycles: without this they pile up until the end
+            # (Qwen3-4B from bfloat16 grew past 15 GB instead of shrinking to under 6 GB)
+            gc.collect()
+        model.float()  # what is left: embeddings, norms, the LM head
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
+
+
 def _cuda_quantization(quantization: str, torch_dtype: Any, load_kw: dict[str, Any]) -> tuple[dict, Any]:
     """bitsandbytes at load time if installed, else torchao after load; a clear error if neither is."""
     try:
@@ -360,11 +423,14 @@ def _cuda_quantization(quantization: str, torch_dtype: Any, load_kw: dict[str, A
         return {**load_kw, "quantization_config": qc, "device_map": "cuda"}, None
     except ImportError:
         pass
+    return load_kw, _torchao_quantization(quantization, "bitsandbytes or torchao")
+
+
+def _torchao_quantization(quantization: str, needs: str = "torchao") -> Any:
+    """torchao's weight-only int8/int4 as a function applied to a loaded model."""
     try:
         from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
     except ImportError:
-        raise ModelError(
-            f"{quantization} on CUDA needs bitsandbytes or torchao; install one, or use quantization none"
-        ) from None
+        raise ModelError(f"{quantization} on CUDA needs {needs}; install it, or use quantization none") from None
     cfg = Int8WeightOnlyConfig() if quantization == "int8" else Int4WeightOnlyConfig()
-    return load_kw, lambda m: quantize_(m, cfg)
+    return lambda m: quantize_(m, cfg)

@@ -120,7 +120,11 @@ def _onnx(settings: Settings, out_dir: Path, m: mf.Manifest) -> FrontEnds:
             [t["name"] for t in g.inputs],
             [t["name"] for t in g.outputs],
         )
-    video_g, audio_g = graphs[VIDEO], graphs[AUDIO]
+    return ort_front_ends(graphs[VIDEO], graphs[AUDIO], m)
+
+
+def ort_front_ends(video_g: Any, audio_g: Any, m: mf.Manifest | None = None) -> FrontEnds:
+    """The callables over two ONNX Runtime graphs (engines.runtime.onnx.OrtGraph)."""
 
     def video_fn(pixel_values: torch.Tensor) -> torch.Tensor:
         (tokens,) = video_g(pixel_values.float())

@@ -112,8 +112,7 @@ class XEmoGPTPipeline(Pipeline):
 
         src = load_sources(self.x)
         self.sources = src
-        self.image_processor, self.feature_extractor = src.image_processor, src.feature_extractor
-        self.llm_hidden = src.llm_hidden
+        self.llm_hidden = src.llm_hidden  # what the projectors emit; assemble() checks the LLM against it
 
         def modules() -> tuple[torch.nn.Module, torch.nn.Module]:
             video, audio = src.build_modules()
@@ -123,27 +122,37 @@ class XEmoGPTPipeline(Pipeline):
                     "sample_rate": 16000}
         # a bundle is checked by its own manifest; the export manifest hashes the original weight files
         sources = None if self.x.bundle is not None else src.weight_files
-        self.front_ends = load_front_ends(self.settings, modules, contract, sources)
-        self.video_fn, self.audio_fn = self.front_ends.video, self.front_ends.audio
-        self.llm = load_backend(src.llm_path, self.x.llm_backend, device=self.x.device, dtype=self.x.dtype,
-                                quantization=self.x.quantization, n_ctx=self.x.max_context,
-                                n_threads=max(1, torch.get_num_threads()),
-                                max_num_seqs=self.settings.server.max_num_seqs)
-        if self.llm.hidden_size != src.llm_hidden:
-            raise ModelError(f"the projectors emit {src.llm_hidden}-d tokens but the LLM ({self.llm.name}) "
-                             f"has hidden size {self.llm.hidden_size}")
-        self.pad_embedding = self.llm.embed_tokens([src.pad_token_id])  # the released BOS
+        front_ends = load_front_ends(self.settings, modules, contract, sources)
+        llm = load_backend(src.llm_path, self.x.llm_backend, device=self.x.device, dtype=self.x.dtype,
+                           quantization=self.x.quantization, n_ctx=self.x.max_context,
+                           n_threads=max(1, torch.get_num_threads()),
+                           max_num_seqs=self.settings.server.max_num_seqs)
+        self.assemble(front_ends, llm, src.image_processor, src.feature_extractor, src.pad_token_id)
+        if "checkpoint" in src.report:  # no checkpoint: say so wherever the model is named
+            self.model += " | UNTRAINED bridges (no xemogpt.checkpoint)"
+
+    def assemble(self, front_ends: Any, llm: LLMBackend, image_processor: Any, feature_extractor: Any,
+                 pad_token_id: int) -> None:
+        """Serve these parts: what load() builds from the settings, or what bench/gpu_xemogpt.py builds from the
+        published configurations (front ends: engines.runtime.factory.FrontEnds; the token width is the LLM's)."""
+        self.image_processor, self.feature_extractor = image_processor, feature_extractor
+        self.front_ends = front_ends
+        self.video_fn, self.audio_fn = front_ends.video, front_ends.audio
+        self.llm = llm
+        if self.llm_hidden and llm.hidden_size != self.llm_hidden:
+            raise ModelError(f"the projectors emit {self.llm_hidden}-d tokens but the LLM ({llm.name}) "
+                             f"has hidden size {llm.hidden_size}")
+        self.llm_hidden = llm.hidden_size
+        self.pad_embedding = llm.embed_tokens([pad_token_id])  # the released BOS
         mb = self.settings.server.max_batch_size
         self.stages = {"vision_encode": VideoEncodeStage(self, mb), "audio_encode": AudioEncodeStage(self, mb)}
         if self.settings.asr.enabled:  # fills <Subtitle> from the clip's own speech when no transcript is sent
             from engines.perception.asr import AsrStage
 
             self.stages["asr"] = AsrStage(self.settings.asr)
-        self.model = f"XEmoGPT: CLIP+VECB, HuBERT+AECB ({self.front_ends.runtime}) | {self.llm.name}"
+        self.model = f"XEmoGPT: CLIP+VECB, HuBERT+AECB ({front_ends.runtime}) | {llm.name}"
         if "asr" in self.stages:
             self.model += f" | {self.stages['asr'].recognizer.name}"
-        if "checkpoint" in src.report:  # no checkpoint: say so wherever the model is named
-            self.model += " | UNTRAINED bridges (no xemogpt.checkpoint)"
 
     def close(self) -> None:
         if self.llm is not None:
@@ -201,7 +210,7 @@ class XEmoGPTPipeline(Pipeline):
         from engines.perception.asr import english_text, resolve_transcript, wants_asr
 
         # No VAD stage here: the recogniser's own VAD decides whether the clip has speech.
-        hear = has_audio and wants_asr(self.settings.asr, request.transcript, self.stages)
+        hear = has_audio and wants_asr(self.settings.asr, request.transcript, self.stages, request.asr)
         video, audio, heard = await asyncio.gather(
             timed("vision_encode", clip.frames) if has_video else nothing(),
             timed("audio_encode", clip.audio) if has_audio else nothing(),

@@ -78,7 +78,30 @@ def test_openapi_publishes_every_wire_model_with_examples(published: wire.Publis
     assert op["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Answer"}
     form = op["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"required": ["transcript"]} in form["anyOf"]
-    assert set(published.events) == {"label", "cue", "token", "segment", "done", "error"}
+    assert set(published.events) == {"label", "cue", "token", "segment", "done", "error", "restarted"}
+    assert published.events["restarted"]["required"] == ["type", "attempt"]
+
+
+def test_every_error_response_documented_has_the_error_envelope_jobs_api_included() -> None:
+    """The OpenAPI of a server with `redis_url` set (the jobs routes exist only then; building the document
+    connects to nothing): each documented 4xx/5xx answer is the error envelope, except /readyz's 503, which is the
+    readiness report."""
+    from server.app import create_app
+    from xemo.settings import load_settings
+
+    doc = create_app(load_settings(redis_url="redis://127.0.0.1:6379/0")).openapi()
+    envelope = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}
+    errors = {(path, method, code): r.get("content") for path, ops in doc["paths"].items()
+              for method, op in ops.items() for code, r in op["responses"].items()
+              if code[0] in "45" and (path, code) != ("/readyz", "503")}
+    jobs = {(path, code) for path, _, code in errors if path.startswith("/v1/jobs")}
+    assert jobs == {(p, c) for p in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events")
+                    for c in ("4XX", "503")} | {("/v1/jobs/{job_id}", "404"), ("/v1/jobs/{job_id}/events", "404")}
+    wrong = {k: v for k, v in errors.items() if v != envelope}
+    assert not wrong, wrong
+    # the job's events are SSE only (no JSON body on 200)
+    ok = doc["paths"]["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+    assert list(ok) == ["text/event-stream"]
 
 
 def test_probes_models_docs_and_errors_conform(server: ServerProcess, published: wire.Published,
@@ -96,7 +119,9 @@ def test_probes_models_docs_and_errors_conform(server: ServerProcess, published:
     assert missing.status_code == 404
     conforms(published, "GET", "/v1/schemas/events/{kind}.json", missing)
     doc = conforms(published, "GET", "/v1/asyncapi.json", anon.get("/v1/asyncapi.json"))
-    assert doc["asyncapi"].startswith("3.") and set(doc["channels"]) == {"analyzeEvents", "stream"}
+    assert doc["asyncapi"].startswith("3.") and set(doc["channels"]) == {"analyzeEvents", "stream", "jobEvents"}
+    assert "restarted" in doc["channels"]["jobEvents"]["messages"]
+    assert "restarted" not in doc["channels"]["analyzeEvents"]["messages"]  # an analysis never restarts
     # the AsyncAPI payloads are the same schemas as the OpenAPI components
     assert doc["components"]["schemas"]["DoneEvent"] == published.openapi["components"]["schemas"]["DoneEvent"]
 

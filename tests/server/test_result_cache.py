@@ -108,9 +108,21 @@ def test_other_input_or_sampling_is_not_a_hit(server: ServerProcess, testsrc_mp4
     assert other.headers["x-xemo-cache"] == "miss" and "cached" not in other.json()
     sampled = post(url, clip, temperature="0.7")
     assert "x-xemo-cache" not in sampled.headers and "cached" not in sampled.json()
+    heard = post(url, clip, asr="true")  # the same form but for the asr option: another answer
+    assert heard.headers["x-xemo-cache"] == "miss" and heard.json()["transcript"]["source"] == "asr"
     after = metrics(url)
-    assert after[MISS] == before[MISS] + 1 and after[HIT] == before[HIT]
-    assert after[INGESTS] == before[INGESTS] + 2
+    assert after[MISS] == before[MISS] + 2 and after[HIT] == before[HIT]
+    assert after[INGESTS] == before[INGESTS] + 3
+
+
+def test_the_asr_settings_are_part_of_the_fingerprint() -> None:
+    from server.result_cache import settings_fingerprint
+    from xemo.settings import load_settings
+
+    base = settings_fingerprint(load_settings())
+    assert base == settings_fingerprint(load_settings())
+    for asr in ({"always": True}, {"translate": False}, {"languages": ["zh"]}):
+        assert settings_fingerprint(load_settings(asr=asr)) != base, asr
 
 
 @pytest.mark.slow

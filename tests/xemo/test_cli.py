@@ -1,5 +1,5 @@
 """CLI habits: global options (`--config` first of all) before or after the subcommand; `xemo analyze` on a
-directory or glob (JSONL, one line per clip) and on a transcript alone; shell completion is offered."""
+directory or glob (JSONL, one line per clip) and on a transcript alone; `--asr`; shell completion is offered."""
 
 from __future__ import annotations
 
@@ -115,3 +115,14 @@ def test_analyze_a_transcript_alone() -> None:
     a = json.loads(r.stdout)
     assert a["emotion"]["label"] and a["cues"] and {c["modality"] for c in a["cues"]} == {"verbal"}
     assert xemo("analyze").returncode == 2  # nothing at all
+
+
+@pytest.mark.slow
+def test_analyze_asr_transcribes_the_speech_despite_a_transcript(testsrc_mp4: Path) -> None:
+    given = "Well, that went better than I expected!"
+    r = xemo("analyze", str(testsrc_mp4), "--transcript", given, "--asr", "--json", timeout=600)
+    assert r.returncode == 0, r.stderr
+    t = json.loads(r.stdout)["transcript"]
+    assert t["source"] == "asr" and t["client_text"] == given and "unacceptable" in t["text"].lower()
+    r = xemo("analyze", "--transcript", given, "--asr")  # no clip: refused before any model loads
+    assert r.returncode == 2 and "--asr: there is no clip to transcribe" in r.stderr

@@ -1,6 +1,9 @@
 """xemo.client against a real server process: answers and events come back typed over JSON, SSE and WebSocket,
 sync and async, from paths, bytes or a transcript alone; refusals raise ApiError; 429 is retried after
-Retry-After; `xemo client analyze` prints the answer."""
+Retry-After; the `asr` option reaches the pipeline by every route; `xemo client analyze` prints the answer.
+
+The jobs API exists only with Redis: those tests run a second server on the real Redis at 127.0.0.1:6379, under a
+key prefix of their own, and are skipped when no Redis answers there."""
 
 from __future__ import annotations
 
@@ -8,11 +11,14 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import wire
 from servers import ROOT, ServerProcess, start_server
 
 from xemo import schemas
@@ -23,6 +29,8 @@ KEY, LIMITED = "k-client-0123", "k-client-limited"
 BURST = 20
 OPTS = {"max_tokens": 12, "temperature": 0}
 TEXT = "Well, that went better than I expected!"
+HEARD = ("believe", "unacceptable")  # words of the speech in testsrc_mp4 (media.SENTENCE), none of them in TEXT
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +48,35 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def xemo(server: ServerProcess) -> Iterator[Client]:
     with Client(server.url, api_key=KEY, timeout=120) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def jobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """A server with the jobs API, on the real Redis under a fresh key prefix (its keys are removed afterwards)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip("the jobs API needs Redis, and none answers at 127.0.0.1:6379 (.ci/run starts one)")
+    prefix = f"xemo-test-client-{uuid.uuid4().hex[:8]}"
+    srv = start_server(tmp_path_factory, "client-jobs", {
+        "XEMO_REDIS_URL": REDIS_URL,
+        "XEMO_REDIS__KEY_PREFIX": prefix,
+        # generous: on a loaded test box a short timeout counts a busy event loop as a slow Redis
+        "XEMO_REDIS__SOCKET_TIMEOUT_S": "3",
+        "XEMO_REDIS__CONNECT_TIMEOUT_S": "3",
+        "XEMO_SERVER__API_KEYS": json.dumps([KEY]),
+        "XEMO_JOBS__CLAIM_IDLE_S": "2",  # a job left by a stopped process is taken over within seconds
+        "XEMO_JOBS__CONCURRENCY": "1",
+    })
+    try:
+        yield srv, prefix
+    finally:
+        srv.stop()
+        r = redis.Redis.from_url(REDIS_URL)  # only this module's keys, never FLUSHDB on the shared Redis
+        if keys := list(r.scan_iter(f"{prefix}:*")):
+            r.delete(*keys)
 
 
 def comparable(a: schemas.Answer) -> dict:
@@ -145,15 +182,113 @@ def test_retry_wait_reads_seconds_and_dates_and_caps_them() -> None:
     assert retry_wait(resp(None), 2, 30) == 2.0  # backoff 0.5 * 2**attempt
 
 
-def test_submit_job_and_job_when_the_jobs_api_exists(xemo: Client, server: ServerProcess) -> None:
-    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
-    if "/v1/jobs" not in paths:
-        pytest.skip("this server has no jobs API")
-    accepted = xemo.submit_job(transcript=TEXT, **OPTS)
-    events = list(xemo.job_events(accepted.id))
-    assert isinstance(events[-1], schemas.DoneEvent)
-    status = xemo.job(accepted.id)
-    assert status.status == "done" and status.answer is not None and status.answer.emotion.label
+def heard(a: schemas.Answer, given: str | None = TEXT) -> None:
+    """The answer's transcript is what the clip's speech says (source asr), the client's text kept beside it."""
+    t = a.transcript
+    assert t is not None and t.source == "asr" and t.language == "en", t
+    assert all(w in t.text.lower() for w in HEARD) and t.segments and t.client_text == given
+    quote = next(c for c in a.cues if c.text.startswith('says: "'))
+    assert "believe" in quote.text and quote.evidence["source"] == "asr" and quote.start is not None
+
+
+def test_the_asr_option_reaches_the_pipeline_over_json_sse_and_websocket(xemo: Client, answer: schemas.Answer,
+                                                                          server: ServerProcess,
+                                                                          testsrc_mp4: Path) -> None:
+    assert answer.transcript is not None and answer.transcript.source == "client"  # unasked: no ASR over TEXT
+    assert answer.transcript.text == TEXT and answer.transcript.client_text is None
+    heard(xemo.analyze(video=testsrc_mp4, transcript=TEXT, asr=True, **OPTS))
+    for events in (list(xemo.stream(video=testsrc_mp4, transcript=TEXT, asr=True, **OPTS)),
+                   list(xemo.stream_ws(video=testsrc_mp4, transcript=TEXT, asr=True, **OPTS))):
+        assert isinstance(events[-1], schemas.DoneEvent)
+        heard(events[-1].answer)
+
+    async def main() -> schemas.Answer:
+        async with AsyncClient(server.url, api_key=KEY, timeout=120) as c:
+            return await c.analyze(video=testsrc_mp4, asr=True, **OPTS)
+
+    heard(asyncio.run(main()), given=None)
+    silent = xemo.analyze(video=testsrc_mp4, asr=False, **OPTS)  # false: not even without a transcript
+    assert silent.transcript is None and "asr" not in silent.timings.model_dump()
+    with pytest.raises(ApiError) as e:  # nothing to transcribe
+        xemo.analyze(transcript=TEXT, asr=True, **OPTS)
+    assert e.value.status == 422 and e.value.message.startswith("asr: there is no clip")
+
+
+def test_without_redis_the_jobs_api_does_not_exist(xemo: Client, testsrc_mp4: Path) -> None:
+    with pytest.raises(ApiError) as e:
+        xemo.submit_job(video=testsrc_mp4, transcript=TEXT, **OPTS)
+    assert e.value.status == 404
+
+
+def test_submit_job_job_and_job_events_sync_and_async(jobs_server: tuple[ServerProcess, str],
+                                                      testsrc_mp4: Path) -> None:
+    srv, _ = jobs_server
+    with Client(srv.url, api_key=KEY, timeout=120) as c:
+        accepted = c.submit_job(video=testsrc_mp4, transcript=TEXT, asr=True, **OPTS)
+        assert accepted.status_url == f"/v1/jobs/{accepted.id}"
+        events = list(c.job_events(accepted.id))
+        status = c.job(accepted.id)
+        with pytest.raises(ApiError) as e:
+            c.job("0" * 32)
+        assert e.value.status == 404 and e.value.type == "not_found"
+    assert isinstance(events[0], schemas.LabelEvent) and isinstance(events[-1], schemas.DoneEvent)
+    assert {type(ev) for ev in events[1:-1]} <= {schemas.CueEvent, schemas.TokenEvent, schemas.SegmentEvent}
+    assert status.status == "done" and status.attempts == 1 and status.answer is not None
+    assert comparable(status.answer) == comparable(events[-1].answer)
+    heard(status.answer)  # the job's stored options carried asr=true to the pipeline
+
+    async def main() -> tuple[schemas.JobAccepted, list, schemas.JobStatus]:
+        async with AsyncClient(srv.url, api_key=KEY, timeout=120) as c:
+            acc = await c.submit_job(video=testsrc_mp4.read_bytes(), transcript=TEXT, **OPTS)
+            evs = [ev async for ev in c.job_events(acc.id)]
+            return acc, evs, await c.job(acc.id)
+
+    acc, evs, st = asyncio.run(main())
+    assert evs[0].type == "label" and evs[-1].type == "done" and st.status == "done" and st.answer is not None
+    assert comparable(st.answer) == comparable(evs[-1].answer)
+    assert st.answer.transcript is not None and st.answer.transcript.source == "client"
+    # an error answer of the jobs API is the envelope its published OpenAPI documents
+    pub = wire.fetch(srv.url)
+    missing = httpx.get(srv.url + f"/v1/jobs/{'0' * 32}", headers={"Authorization": f"Bearer {KEY}"})
+    doc = pub.openapi["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["404"]
+    assert doc["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}
+    pub.component("ErrorEnvelope", missing.json())
+
+
+def test_a_taken_over_jobs_restarted_event_reaches_the_client_typed(jobs_server: tuple[ServerProcess, str],
+                                                                     testsrc_mp4: Path) -> None:
+    """A job whose process stopped mid-run, as it leaves Redis (running, attempt 1, its queue entry pending for a
+    consumer that is gone): the server takes it over, and the client reads `restarted` before the new run."""
+    import redis
+    from redis.exceptions import ResponseError
+
+    from server.auth import key_id
+
+    srv, prefix = jobs_server
+    rc = redis.Redis.from_url(REDIS_URL)
+    job_id, queue, now = uuid.uuid4().hex, f"{prefix}:jobs:queue", time.time()
+    try:
+        rc.xgroup_create(queue, "workers", id="0", mkstream=True)
+    except ResponseError as e:  # the server made it already
+        assert "BUSYGROUP" in str(e)
+    options = schemas.AnalyzeOptions(transcript=TEXT, **OPTS).model_dump(mode="json", exclude={"stream"})
+    with rc.pipeline(transaction=True) as p:  # in one transaction, so the server's blocked read cannot take it
+        p.hset(f"{prefix}:job:{job_id}", mapping={
+            "owner": key_id(KEY), "status": "running", "attempts": 1, "consumer": "gone",
+            "options": json.dumps(options), "callback_url": "", "created_at": now, "updated_at": now})
+        p.set(f"{prefix}:job:{job_id}:video", testsrc_mp4.read_bytes(), px=600_000)
+        p.zadd(f"{prefix}:jobs:active", {job_id: now})
+        p.xadd(queue, {"id": job_id})
+        p.xreadgroup("workers", "gone", {queue: ">"}, count=1)
+        *_, got = p.execute()
+    assert got[0][1][0][1] == {b"id": job_id.encode()}
+    with Client(srv.url, api_key=KEY, timeout=120) as c:
+        events = list(c.job_events(job_id))
+        status = c.job(job_id)
+    assert isinstance(events[0], schemas.RestartedEvent) and events[0].attempt == 2, events[:2]
+    assert isinstance(events[1], schemas.LabelEvent) and isinstance(events[-1], schemas.DoneEvent)
+    assert status.status == "done" and status.attempts == 2
+    assert status.answer is not None and comparable(status.answer) == comparable(events[-1].answer)
 
 
 def test_xemo_client_analyze_command(server: ServerProcess, testsrc_mp4: Path) -> None:

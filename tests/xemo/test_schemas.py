@@ -1,5 +1,6 @@
 """The wire models (xemo/schemas.py) against the dataclasses they mirror (engines/types.py), their published JSON
-Schemas, the option parsing they do for the server, and the client's SSE parsing of every event type."""
+Schemas, the option parsing they do for the server, and the client's SSE parsing of every event type (a job
+stream's `restarted` too)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,29 @@ def every_event() -> list[t.Event]:
 
 def test_the_event_models_cover_every_dataclass_event() -> None:
     kinds = {ev.type for ev in every_event()} | {"error"}
-    assert kinds == set(schemas.EVENT_MODELS)
+    assert kinds == set(schemas.STREAM_EVENT_MODELS)
+    assert set(schemas.EVENT_MODELS) == kinds | {"restarted"}  # what a job's stream adds when it is taken over
+
+
+def test_a_job_streams_restarted_event_is_published_and_parsed_by_the_client() -> None:
+    """The frame a process writes when it takes over a job (server/job_queue.py), as the job's SSE sends it."""
+    from server.job_queue import _START
+
+    frame = _START.split("'e', '", 1)[1].split("'", 1)[0] + "2}"  # the event the Lua script appends, attempt 2
+    ev = json.loads(frame)
+    assert ev == {"type": "restarted", "attempt": 2}
+    PUBLISHED.event(ev)
+    parser, got = SSEParser(), []
+    for line in sse_frame(ev["type"], ev).decode().split("\n"):
+        if (parsed := parser.feed(line)) is not None:
+            got.append(parsed)
+    assert len(got) == 1 and isinstance(got[0], schemas.RestartedEvent) and got[0].attempt == 2
+    assert schemas.wire_event(ev) == ev
+    for bad in ({"type": "restarted"}, {"type": "restarted", "attempt": 1}):
+        with pytest.raises(jsonschema_rs.ValidationError):
+            PUBLISHED.event(bad)
+        with pytest.raises(ValidationError):
+            schemas.parse_event(bad)
 
 
 @pytest.mark.parametrize("ev", every_event(), ids=lambda e: e.type)
@@ -131,12 +154,18 @@ def test_each_event_schema_is_self_contained_and_published_with_examples() -> No
 @pytest.mark.parametrize(
     "raw, expect",
     [
-        ({"transcript": "  hi  ", "labels": "a, b,a", "max_tokens": "12", "temperature": "0.5", "stream": "yes"},
-         {"transcript": "hi", "labels": ["a", "b"], "max_tokens": 12, "temperature": 0.5, "stream": True}),
-        ({"transcript": " ", "max_tokens": "", "stream": ""},
-         {"transcript": None, "labels": None, "max_tokens": None, "temperature": None, "stream": False}),
-        ({"labels": ["x", "y"], "max_tokens": 8.0, "unknown": 1},
-         {"transcript": None, "labels": ["x", "y"], "max_tokens": 8, "temperature": None, "stream": False}),
+        ({"transcript": "  hi  ", "labels": "a, b,a", "max_tokens": "12", "temperature": "0.5", "stream": "yes",
+          "asr": "true"},
+         {"transcript": "hi", "labels": ["a", "b"], "max_tokens": 12, "temperature": 0.5, "asr": True,
+          "stream": True}),
+        ({"transcript": " ", "max_tokens": "", "stream": "", "asr": " "},
+         {"transcript": None, "labels": None, "max_tokens": None, "temperature": None, "asr": None,
+          "stream": False}),
+        ({"labels": ["x", "y"], "max_tokens": 8.0, "unknown": 1, "asr": False},
+         {"transcript": None, "labels": ["x", "y"], "max_tokens": 8, "temperature": None, "asr": False,
+          "stream": False}),
+        ({"asr": "0"}, {"transcript": None, "labels": None, "max_tokens": None, "temperature": None, "asr": False,
+                        "stream": False}),
     ],
 )
 def test_options_parse_form_text_and_json_values(raw: dict, expect: dict) -> None:
@@ -156,6 +185,8 @@ def test_options_parse_form_text_and_json_values(raw: dict, expect: dict) -> Non
         ({"labels": [1, 2]}, "labels"),
         ({"transcript": 5}, "transcript"),
         ({"stream": "perhaps"}, "stream"),
+        ({"asr": "sometimes"}, "asr"),
+        ({"asr": 1}, "asr"),
     ],
 )
 def test_bad_options_name_the_field(raw: dict, field: str) -> None:

@@ -45,10 +45,15 @@ def expand(args: list[str]) -> tuple[list[Path], bool]:
 
 
 def run(settings: Settings, clips: list[str], audio: Path | None, transcript: str | None, labels: str | None,
-        as_json: bool, out_path: Path | None = None) -> int:
+        as_json: bool, out_path: Path | None = None, asr: bool | None = None) -> int:
+    from engines.perception.asr.stage import asr_request_error
+
     err = Console(stderr=True)
     label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
     paths, batch = expand(clips)
+    if msg := asr_request_error(settings.asr, asr, bool(paths) or audio is not None):
+        err.print(f"[red]error:[/red] {msg.replace('asr: ', '--asr: ', 1)}")
+        return 2
     if batch:
         if audio is not None or transcript is not None:
             err.print("[red]error:[/red] --audio and --transcript go with one clip, not a batch")
@@ -56,13 +61,13 @@ def run(settings: Settings, clips: list[str], audio: Path | None, transcript: st
         if not paths:
             err.print(f"[red]error:[/red] no media files match {' '.join(clips)}")
             return 2
-        return preflight(settings) or _run_batch(settings, paths, label_list, err, out_path)
+        return preflight(settings) or _run_batch(settings, paths, label_list, err, out_path, asr)
     if not paths and not (transcript or "").strip():
         err.print("[red]error:[/red] nothing to analyse: give a clip, --audio or --transcript")
         return 2
     if rc := preflight(settings):  # before anything loads the LLM into this process
         return rc
-    return _run_one(settings, paths[0] if paths else None, audio, transcript, label_list, as_json, err)
+    return _run_one(settings, paths[0] if paths else None, audio, transcript, label_list, as_json, err, asr)
 
 
 def _load(settings: Settings, err: Console) -> Pipeline:
@@ -82,7 +87,7 @@ def _ingest(settings: Settings, clip: Path | None, audio: Path | None) -> Clip:
 
 
 def _run_one(settings: Settings, clip: Path | None, audio: Path | None, transcript: str | None,
-             label_list: list[str] | None, as_json: bool, err: Console) -> int:
+             label_list: list[str] | None, as_json: bool, err: Console, asr: bool | None = None) -> int:
     out = Console()
     try:
         pipeline = _load(settings, err)
@@ -90,7 +95,7 @@ def _run_one(settings: Settings, clip: Path | None, audio: Path | None, transcri
         with err.status("ingesting the clip"):
             c = _ingest(settings, clip, audio)
         ingest_s = time.perf_counter() - t0
-        request = AnalyzeRequest(clip=c, transcript=transcript, labels=label_list, received_at=t0)
+        request = AnalyzeRequest(clip=c, transcript=transcript, labels=label_list, asr=asr, received_at=t0)
         with err.status("perceiving cues"):
             answer = asyncio.run(_stream(pipeline, request, None if as_json else out))
     except XemoError as e:
@@ -106,7 +111,7 @@ def _run_one(settings: Settings, clip: Path | None, audio: Path | None, transcri
 
 
 def _run_batch(settings: Settings, paths: list[Path], label_list: list[str] | None, err: Console,
-               out_path: Path | None) -> int:
+               out_path: Path | None, asr: bool | None = None) -> int:
     """One JSONL line per clip, in order, as each finishes: {"clip", "status": "ok", "answer"} or
     {"clip", "status": "error", "error": {"type", "message"}}."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -129,7 +134,7 @@ def _run_batch(settings: Settings, paths: list[Path], label_list: list[str] | No
                 t0 = time.perf_counter()
                 c = await asyncio.to_thread(_ingest, settings, path, None)
                 ingest_s = time.perf_counter() - t0
-                answer = await pipeline.analyze(AnalyzeRequest(clip=c, labels=label_list, received_at=t0))
+                answer = await pipeline.analyze(AnalyzeRequest(clip=c, labels=label_list, asr=asr, received_at=t0))
                 answer.timings["ingest"] = ingest_s
                 rec.update(status="ok", answer=answer.to_dict())
             except XemoError as e:

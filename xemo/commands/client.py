@@ -16,7 +16,7 @@ from xemo.client import ApiError, Client
 
 
 def analyze(url: str, clip: Path | None, audio: Path | None, transcript: str | None, labels: str | None,
-            api_key: str | None, stream: bool, timeout: float) -> int:
+            api_key: str | None, stream: bool, timeout: float, asr: bool | None = None) -> int:
     for p in (clip, audio):
         if p is not None and not p.is_file():
             print(f"error: no such file: {p}", file=sys.stderr)
@@ -27,11 +27,11 @@ def analyze(url: str, clip: Path | None, audio: Path | None, transcript: str | N
     try:
         with Client(url, api_key=api_key, timeout=timeout) as c:
             if stream:
-                for ev in c.stream(video=clip, audio=audio, transcript=transcript, labels=labels):
+                for ev in c.stream(video=clip, audio=audio, transcript=transcript, labels=labels, asr=asr):
                     sys.stdout.write(ev.model_dump_json(exclude_unset=True) + "\n")
                     sys.stdout.flush()
             else:
-                answer = c.analyze(video=clip, audio=audio, transcript=transcript, labels=labels)
+                answer = c.analyze(video=clip, audio=audio, transcript=transcript, labels=labels, asr=asr)
                 sys.stdout.write(json.dumps(answer.model_dump(mode="json", exclude_unset=True), indent=2) + "\n")
     except ApiError as e:
         print(f"error ({e.type}, HTTP {e.status}): {e.message}", file=sys.stderr)

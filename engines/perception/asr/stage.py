@@ -1,11 +1,14 @@
 """The ASR stage every profile runs through its stage runner, and the rule for which transcript an answer uses.
 
-A client's transcript is used as given (source "client") and no ASR runs, unless `asr.always` is set; then what
-was heard replaces it whenever something was recognised. Otherwise the recogniser runs on clips with speech.
+A client's transcript is used as given (source "client") and no ASR runs, unless the request asks for ASR (its `asr`
+option) or `asr.always` is set; then what was heard is the transcript whenever something was recognised (source
+"asr", the client's text kept as `client_text`). Otherwise the recogniser runs on clips with speech. A request's
+`asr: false` turns it off for that request.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 
 import numpy as np
@@ -35,16 +38,33 @@ class AsrStage(Stage):
         m.detect_language(features=np.full((m.model.n_mels, 3000), -1.5, np.float32))
 
 
-def wants_asr(settings: AsrSettings, client_text: str | None, stages: Collection[str]) -> bool:
-    """Whether the pipeline should run its ASR stage (one of the pipeline's `stages` names) for this request."""
-    return "asr" in stages and settings.enabled and (not (client_text or "").strip() or settings.always)
+def wants_asr(
+    settings: AsrSettings, client_text: str | None, stages: Collection[str], requested: bool | None = None
+) -> bool:
+    """Whether the pipeline should run its ASR stage (one of the pipeline's `stages` names) for this request;
+    `requested` is the request's own `asr` option (None: the settings decide)."""
+    if requested is False or "asr" not in stages or not settings.enabled:
+        return False
+    return requested is True or settings.always or not (client_text or "").strip()
+
+
+def asr_request_error(settings: AsrSettings, requested: bool | None, has_media: bool) -> str | None:
+    """Why a request's `asr: true` cannot be honoured (None when it can, or was not asked for)."""
+    if requested is not True:
+        return None
+    if not settings.enabled:
+        return "asr: speech recognition is turned off here (setting asr.enabled)"
+    if not has_media:
+        return "asr: there is no clip to transcribe; a transcript alone has no speech to recognise"
+    return None
 
 
 def resolve_transcript(client_text: str | None, heard: AsrResult | None) -> Transcript | None:
+    given = client_text if client_text is not None and client_text.strip() else None
     if heard is not None:
-        return heard.transcript
-    if client_text is not None and client_text.strip():
-        return Transcript(text=client_text, source="client")
+        return dataclasses.replace(heard.transcript, client_text=given)
+    if given is not None:
+        return Transcript(text=given, source="client")
     return None
 
 
@@ -53,4 +73,3 @@ def english_text(transcript: Transcript | None) -> str | None:
     if transcript is None:
         return None
     return transcript.english or transcript.text
-

@@ -76,3 +76,11 @@ def laughter_bursts(x: np.ndarray, voiced: np.ndarray | None = None) -> list[tup
             cur, sims = [i], []
     close()
     return chains
+
+
+def warm_up() -> None:
+    """Compile the mel spectrogram's numba kernels now, for the float32 audio requests bring."""
+    import librosa
+
+    x = np.sin(2 * np.pi * 200 * np.arange(SR // 2) / SR).astype(np.float32)
+    librosa.feature.melspectrogram(y=x, sr=SR, n_fft=512, hop_length=160, n_mels=24)

@@ -9,7 +9,9 @@ import numpy as np
 from engines.errors import BadRequest, MediaError
 from engines.perception.audio import prosody
 from engines.perception.audio.cues import vocal_cues
+from engines.perception.audio.jit_lock import compile_lock
 from engines.perception.audio.laughter import LAUGHTER, laughter_bursts
+from engines.perception.audio.laughter import warm_up as laughter_warm_up
 from engines.perception.audio.vad import SileroVad, gain_db
 from engines.perception.audio.voice_quality import voice_quality_features
 from engines.perception.resolve import cap_by_strength, resolve_opposites
@@ -39,7 +41,9 @@ class AudioPerceiver:
         self.settings = settings
         self.vad = SileroVad(threads=1)
         self.backend = _load_backend(settings.audio_backend)
-        prosody.warm_up()
+        with compile_lock():  # every numba kernel a request uses (pyin; the mel spectrogram of laughter)
+            prosody.warm_up()
+            laughter_warm_up()
 
     def perceive_batch(self, items: list[tuple[np.ndarray | None, int]]) -> list[AudioResult]:
         # Each clip is a handful of small numpy/ORT calls; batching across clips would not save work.

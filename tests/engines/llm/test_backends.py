@@ -272,3 +272,41 @@ def test_scoring_while_another_sequence_generates_changes_neither(backend: LLMBa
     ids, scores = asyncio.run(main())
     assert ids == solo[PROMPTS[2]]
     assert scores == pytest.approx(alone, abs=1e-3)
+
+
+# Two sentences whose words are fixed once the first is chosen: most tokens are forced by the grammar.
+FORCED = (
+    'start: s " " t\n'
+    's: "The person smiles broadly and the corners of the mouth turn up." | "The person frowns."\n'
+    't: "The voice is loud and the speech is fast." | "The voice is soft."\n'
+)
+
+
+def test_forced_tokens_are_written_in_one_step_and_change_no_output(backend: LLMBackend) -> None:
+    """Tokens the grammar forces skip sampling (and, on llama_cpp, go into the KV cache with one forward pass),
+    yet greedy output, scores and a sequence sharing the batch are unchanged."""
+    steps: list[int] = []
+    backend.step_listeners.append(steps.append)
+    prompt = "Describe the clip in two sentences.\n"
+
+    async def both() -> list[list]:
+        return list(await asyncio.gather(_collect(backend, [prompt], _greedy(60, lark=FORCED)),
+                                         _collect(backend, [PROMPTS[1]], _greedy())))
+
+    try:
+        fast = asyncio.run(both())
+        n_fast = len(steps)
+        backend.fast_forward = False
+        steps.clear()
+        slow = asyncio.run(both())
+        n_slow = len(steps)
+    finally:
+        backend.fast_forward = True
+        backend.step_listeners.remove(steps.append)
+    text = _text(fast[0])
+    assert text == _text(slow[0]) and text.count(".") == 2 and fast[0][-1].finish_reason == "stop", text
+    assert [t.token_id for t in fast[1]] == [t.token_id for t in slow[1]]  # the batch neighbour is untouched
+    assert fast[0][-1].usage["completion_tokens"] == len(fast[0])
+    assert any(t.logprob is None for t in fast[0]) and all(t.logprob is not None for t in slow[0])
+    if backend.max_step_tokens > 1:
+        assert n_fast < n_slow / 2, (n_fast, n_slow)

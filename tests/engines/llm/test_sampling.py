@@ -99,3 +99,18 @@ def test_sequence_sampler_finishes_on_length_stop_and_eos() -> None:
 def test_bad_sampling_params_are_rejected(params: SamplingParams) -> None:
     with pytest.raises(BadRequest):
         validate_params(params)
+
+
+def test_forced_tokens_follow_the_trie_and_stop_at_the_length_limit() -> None:
+    trie = ChoiceTrie([[5, 6, 7, 8], [5, 6, 9]], 0)
+    assert trie.forced() == [5, 6]  # both choices start so; after 6 the model must choose
+    s = SequenceSampler(SamplingParams(max_tokens=3), _Chars(), lambda t: t == 0, trie, max_new_tokens=100)
+    forced = s.fast_forward()
+    assert [f.token for f in forced] == [5, 6] and all(f.logprob is None for f in forced)
+    logits = np.zeros(10, dtype=np.float32)
+    logits[7] = 1.0
+    last = s.step(logits)  # the third token reaches max_tokens
+    assert last.token == 7 and last.finish_reason == "length"
+    s2 = SequenceSampler(SamplingParams(max_tokens=1), _Chars(), lambda t: t == 0,
+                         ChoiceTrie([[5, 6, 7]], 0), max_new_tokens=100)
+    assert [(f.token, f.finish_reason) for f in s2.fast_forward()] == [(5, "length")]

@@ -156,3 +156,49 @@ def test_unusable_settings_give_clear_model_errors(qwen3_dir: Path, tmp_path: Pa
     if not __import__("torch").cuda.is_available():
         with pytest.raises(ModelError, match="CUDA"):
             load_backend(qwen3_dir, "transformers", device="cuda")
+
+
+def _hf_model(qwen3_dir: Path, dtype: str):  # noqa: ANN202
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(qwen3_dir, dtype=getattr(torch, dtype)).eval()
+    return model, AutoTokenizer.from_pretrained(qwen3_dir)
+
+
+def test_block_wise_int8_is_one_quantize_dynamic_call_in_place(qwen3_dir: Path) -> None:
+    import copy
+
+    import torch
+
+    from engines.llm.transformers_backend import quantize_int8_cpu
+
+    model, _ = _hf_model(qwen3_dir, "float32")
+    ref = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    out = quantize_int8_cpu(model)
+    assert out is model  # in place: no second copy of the model on the way
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    x = torch.tensor([[5, 17, 42, 8, 99]])
+    with torch.inference_mode():
+        assert torch.equal(model(x).logits, ref(x).logits)
+
+
+def test_from_model_serves_an_in_memory_model_like_a_loaded_one(qwen3_dir: Path, qwen3: LLMBackend) -> None:
+    from engines.llm.transformers_backend import TransformersBackend
+
+    model, tok = _hf_model(qwen3_dir, "float32")
+    b = TransformersBackend.from_model(model, tok, "tiny-qwen3", n_threads=1, max_num_seqs=2)
+    try:
+        assert b.name == "transformers:tiny-qwen3" and b.model_bytes == qwen3.model_bytes
+        assert _ids(b, ["the person"], 6) == _ids(qwen3, ["the person"], 6)
+    finally:
+        b.close()
+    model, tok = _hf_model(qwen3_dir, "bfloat16")  # int8 made from bfloat16, block by block
+    q = TransformersBackend.from_model(model, tok, "tiny-qwen3", quantization="int8", n_threads=1, max_num_seqs=2)
+    try:
+        assert q.name.endswith(":int8") and str(q.dtype) == "torch.float32"
+        assert q.model_bytes < qwen3.model_bytes
+        soft = q.embed_tokens(q.tokenize("the person"))
+        assert len(_ids(q, [soft, " smiles"], 4)) >= 1
+    finally:
+        q.close()

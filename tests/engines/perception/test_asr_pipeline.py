@@ -1,5 +1,6 @@
 """The ASR stage inside the lite profile: run on speech when no transcript is sent, through the stage runner; a
-client's transcript is used as given with no ASR run; silence gives no transcript and no verbal cue."""
+client's transcript is used as given with no ASR run, unless the request asks for ASR; silence gives no transcript
+and no verbal cue."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def asr_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "silent": media.testsrc_clip(d / "silent.mp4", 3.0, audio=media.silence(d / "silent.wav", 3.0))}
 
 
-def analyze(p: LitePipeline, path: Path, transcript: str | None = None) -> tuple[Answer, list[str]]:
+def analyze(p: LitePipeline, path: Path, transcript: str | None = None,
+            asr: bool | None = None) -> tuple[Answer, list[str]]:
     """The answer, and the stages the pipeline asked its runner for (the real direct runner underneath)."""
     clip = ingest(path, None, p.settings.ingest)
     direct = p.direct_runner()
@@ -40,7 +42,7 @@ def analyze(p: LitePipeline, path: Path, transcript: str | None = None) -> tuple
         called.append(name)
         return await direct(name, item)
 
-    req = AnalyzeRequest(clip=clip, transcript=transcript, max_tokens=24)
+    req = AnalyzeRequest(clip=clip, transcript=transcript, max_tokens=24, asr=asr)
     return asyncio.run(p.analyze(req, run)), called
 
 
@@ -64,11 +66,33 @@ def test_a_client_transcript_is_used_as_given_with_no_asr_run(lite: LitePipeline
     assert "asr" not in called and "asr" not in answer.timings
     assert answer.transcript is not None and answer.transcript.source == "client"
     assert answer.transcript.text == given and answer.transcript.segments == []
+    assert answer.transcript.client_text is None
     assert any(c.text == f'says: "{given}"' for c in answer.cues)
 
 
-def test_silence_gives_no_transcript_and_no_verbal_cue(lite: LitePipeline, asr_clips) -> None:
-    answer, called = analyze(lite, asr_clips["silent"])
-    assert "asr" not in called  # the VAD heard no speech: the recogniser is not even asked
-    assert answer.transcript is None
+def test_asr_on_request_transcribes_the_speech_despite_a_client_transcript(lite: LitePipeline, asr_clips) -> None:
+    given = "Leave me alone, I am furious."
+    answer, called = analyze(lite, asr_clips["speech"], given, asr=True)
+    assert "asr" in called and "asr" in answer.timings
+    t = answer.transcript
+    assert t is not None and t.source == "asr" and t.language == "en" and t.client_text == given
+    assert "happy" in t.text.lower() and "furious" not in t.text.lower() and t.segments
+    verbal = [c for c in answer.cues if c.modality == "verbal"]
+    quote = next(c for c in verbal if c.text.startswith('says: "'))
+    assert "happy" in quote.text.lower() and quote.evidence["source"] == "asr"  # it quotes what was heard
+    assert all(c.start is not None for c in verbal) and "the words express joy" in [c.text for c in verbal]
+    assert answer.to_dict()["transcript"]["client_text"] == given
+
+
+def test_asr_false_never_transcribes(lite: LitePipeline, asr_clips) -> None:
+    answer, called = analyze(lite, asr_clips["speech"], asr=False)
+    assert "asr" not in called and answer.transcript is None
     assert not [c for c in answer.cues if c.modality == "verbal"]
+
+
+def test_silence_gives_no_transcript_and_no_verbal_cue(lite: LitePipeline, asr_clips) -> None:
+    for asr in (None, True):  # asked for or not: the VAD heard no speech, so the recogniser is not even asked
+        answer, called = analyze(lite, asr_clips["silent"], asr=asr)
+        assert "asr" not in called
+        assert answer.transcript is None
+        assert not [c for c in answer.cues if c.modality == "verbal"]
