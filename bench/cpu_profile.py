@@ -212,6 +212,20 @@ def median_rows(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rows), 4) for k in rows[0]}
 
 
+def recognised(pipeline: Any, path: Path) -> str | None:
+    """What the pipeline's ASR stage hears in a clip (None without an ASR stage or speech)."""
+    if "asr" not in pipeline.stages:
+        return None
+    clip = ingest(path, None, pipeline.settings.ingest)
+    if clip.audio is None:
+        return None
+    from engines.perception.asr import english_text
+
+    (heard,) = pipeline.stages["asr"].run_batch([(clip.audio, clip.sample_rate)])
+    text = " ".join((english_text(heard.transcript) or "").split()) if heard is not None else ""
+    return text or None
+
+
 def loadavg() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -224,6 +238,10 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=None, help="cap the explanation (default: the settings')")
     ap.add_argument("--perception-only", action="store_true",
                     help="ingest and the perception stages only (no LLM is loaded; label and decode read 0)")
+    ap.add_argument("--transcribe-missing", action="store_true",
+                    help="give every dev clip a transcript: the manifest's, else what ASR recognises once before "
+                         "the measured runs (not counted), so no measured request runs ASR")
+    ap.add_argument("--note", default="", help="what else shared the machine, for the JSON")
     ap.add_argument("--out", type=Path, default=real_clips.RESULTS / "cpu_profile.json")
     args = ap.parse_args()
 
@@ -252,12 +270,16 @@ def main() -> None:
             clips.append(("generated_10s", make_clip(Path(d)), None))
         dev = [rc for rc in real_clips.listing(args.samples) if rc.path.parent.name == "dev"]
         clips += [(rc.id, rc.path, rc.transcript) for rc in dev]
+        if args.transcribe_missing:
+            clips = [(cid, path, t if t is not None else recognised(pipeline, path)) for cid, path, t in clips]
         # warm-up: the lazy paths of the first request
         one_request(pipeline, meter, clips[0][1], clips[0][2], args.max_tokens)
         results = []
         for cid, path, transcript in clips:
             runs = [one_request(pipeline, meter, path, transcript, args.max_tokens) for _ in range(max(1, args.runs))]
-            results.append({"clip": cid, "transcript_given": transcript is not None, **runs[-1],
+            results.append({"clip": cid, "transcript_given": transcript is not None,
+                            "transcript_from": "manifest" if any(rc.id == cid and rc.transcript for rc in dev)
+                            else ("asr, before the runs" if transcript is not None else None), **runs[-1],
                             "cpu_s": median_rows([r["cpu_s"] for r in runs])})
     pipeline.close()
 
@@ -269,8 +291,8 @@ def main() -> None:
         "what": "CPU-seconds per request by stage (self time), lite profile, all server processes",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "loadavg_before": load_before, "loadavg_after": loadavg(),
-                    "note": "shared machine under heavy load from other work; CPU-seconds are less sensitive to "
-                            "that than wall time, but cache contention and spin-waits still inflate them"},
+                    "note": args.note or "CPU-seconds are less sensitive than wall time to other work on the "
+                                         "machine, but cache contention and spin-waits still inflate them"},
         "model": pipeline.model, "max_tokens": args.max_tokens,
         "llm_backend": None if args.perception_only else settings.lite.llm_backend,
         "runs_per_clip": args.runs, "started_unix": round(started),

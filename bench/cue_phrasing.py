@@ -14,8 +14,9 @@ phrase perception already states for something else (the change-over-time phrase
     .venv/bin/python bench/cue_phrasing.py [--out bench/results/cue_phrasing.json] [--shared DIR]
 
 It also counts, per MER label, how many descriptions name each of a list of emotional-state words (the readings
-of engines/lite/explain.py come from these counts). Only our own phrases and the numbers land in the JSON, never
-description text. Skips when `../shared` is absent.
+of engines/lite/explain.py come from these counts), and how many mention each kind of cue perception reports
+(the salience weights of engines/lite/salience.py come from those). Only our own phrases and the numbers land in
+the JSON, never description text. Skips when `../shared` is absent.
 """
 
 from __future__ import annotations
@@ -138,6 +139,14 @@ def main() -> None:
         out[name] = {"category": cat, "descriptions": len(docs), "wordings": rows, "chosen": choice}
         cells = "  ".join(f"{r['wording']!r} {r['mean']}/{r['matched']}" for r in rows)
         print(f"{name:12} n={len(docs):2}  -> {choice!r:34} {cells}")
+    # how many descriptions mention each kind of cue perception reports (engines/lite/salience.py ranks by it)
+    from engines.lite.salience import KINDS
+
+    mentions: dict[str, int] = {}
+    for name, (cat, _, pattern) in KINDS.items():
+        rx = re.compile(pattern, re.I)
+        mentions[name] = sum(any(rx.search(c) for c in d[cat] if "text" not in c) for d in described)
+    print("mentions:", mentions)
     states: dict[str, dict[str, int]] = {}
     for label in sorted({r["emotions"] for r in emer}):
         texts = [r["reasons"].lower() for r in emer if r["emotions"] == label]
@@ -147,7 +156,8 @@ def main() -> None:
         print(f"readings {label:9} ({len(texts)} descriptions): {states[label]}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rule": {"min_descriptions": MIN_DESCRIPTIONS, "min_gain": MIN_GAIN,
-                                             "match": MATCH}, "measures": out, "state_words": states},
+                                             "match": MATCH}, "measures": out, "mentions": mentions,
+                                   "state_words": states},
                                    indent=1) + "\n")
     print(f"wrote {args.out}")
 

@@ -1,13 +1,16 @@
 """Explanations grounded by construction: a per-answer grammar whose sentences are made of this answer's cues.
 
 The model writes one sentence per modality that has cues, in the EMER order ("In the video, ...", "In the
-audio, ...", "In the text, ..."). Each sentence is a list of that modality's cue clauses, chosen and ordered by the
-model, each at most once (a bitset per sentence in llguidance's parametric Lark rules), joined by a closed set of
-connectives. Every connective ends a clause the way cue extractors split clauses (a comma before a conjunction,
-or a semicolon), so each stated cue stays one atomic claim. After each sentence the model may read it ("This
-suggests a cheerful mood.") with one of a closed set of readings tied to the chosen label (and to the runner-up
-when the scores are close); a reading is used at most once per explanation (a bitset threaded through the
-sentences), so every emotional inference is a different one. Nothing else can be produced: a phrase of the worked
+audio, ...", "In the text, ..."). Each sentence states the cues offered for its modality (its most salient ones,
+at most MAX_CUES_PER_MODALITY: engines/lite/salience.py), each exactly once and in the order the model chooses (a
+bitset per sentence in llguidance's parametric Lark rules), joined by a closed set of connectives. Stating all of
+them keeps a small model from dropping the cues it was shown (it states two and stops, as the worked examples do,
+whatever the clip). Every connective ends a clause the way cue extractors split clauses (a comma before a
+conjunction, or a semicolon), so each stated cue stays one atomic claim. After each sentence the model reads it, as EMER
+descriptions read each modality ("This suggests a cheerful mood."), with one of a closed set of readings tied to
+the chosen label (and to the runner-up when the scores are close); a reading is used at most once per explanation
+(a bitset threaded through the sentences), so every emotional inference is a different one, and a sentence goes
+unread only when every reading it allows is used. Nothing else can be produced: a phrase of the worked
 examples reaches an answer only if it is also one of its cues.
 
 `Explainer` builds the grammar, turns the streamed text into segments as their sentences complete (each
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from engines.lite.salience import ranked
 from engines.types import Cue, Modality, Segment
 
 MODALITIES: tuple[Modality, ...] = ("visual", "auditory", "verbal")
@@ -54,7 +58,7 @@ CONCLUDE = " It can be inferred that the person's emotional state is "
 ADJECTIVES: dict[str, str] = {"surprise": "surprised", "fear": "fearful", "disgust": "disgusted"}
 # When the runner-up's probability is at least this share of the label's, the conclusion names it.
 CLOSE_RATIO = 0.6
-MAX_CUES_PER_MODALITY = 5  # the strongest ones, as the prompt shows them
+MAX_CUES_PER_MODALITY = 3  # the most salient ones, as the prompt shows them
 _NOUN_HEADS = {"brows", "lips", "eyebrows", "eyes", "pauses", "tears", "cheeks", "hands"}
 _CARRIER: dict[Modality, str] = {"visual": "the face shows ", "auditory": "the audio has ", "verbal": "the text has "}
 
@@ -92,10 +96,10 @@ def adjective(label: str) -> str:
 
 
 def chosen_cues(cues: list[Cue]) -> dict[Modality, list[Cue]]:
-    """Per modality, the strongest cues (at most MAX_CUES_PER_MODALITY), strongest first."""
+    """Per modality, the most salient cues (at most MAX_CUES_PER_MODALITY), most salient first (salience.py)."""
     out: dict[Modality, list[Cue]] = {}
     for m in MODALITIES:
-        mine = sorted((c for c in cues if c.modality == m), key=lambda c: -c.strength)[:MAX_CUES_PER_MODALITY]
+        mine = ranked([c for c in cues if c.modality == m])[:MAX_CUES_PER_MODALITY]
         if mine:
             out[m] = mine
     return out
@@ -145,7 +149,7 @@ class Explainer:
         # (reading, label) pairs; a reading's index is its bit in the grammar
         self._reads = list({r: lb for lb in (self.label, self.runner) if lb for r in readings(lb)}.items())
         self.readings = [r for r, _ in self._reads]
-        if len(self.readings) > 64:  # one bit each in llguidance's 64-bit parameter
+        if len(self.readings) > 63:  # one bit each in llguidance's 64-bit parameter; bit 63 stays clear
             raise ValueError("too many readings for one explanation")
 
     def _allowed(self, s: _Sentence) -> list[tuple[int, str]]:
@@ -165,8 +169,8 @@ class Explainer:
 
     # -- the grammar ---------------------------------------------------------------------------------------
     def grammar(self) -> str:
-        """Lark for llguidance: the sentences in order, each a set of its cue clauses without repeats, each
-        optionally read by a reading not used before (s{k} carries the readings used so far as its parameter)."""
+        """Lark for llguidance: the sentences in order, each a set of its cue clauses without repeats, each read
+        by a reading not used before while one is left (s{k} carries the readings used so far as its parameter)."""
         if self.empty:
             raise ValueError("no cues to explain")
         q = lambda s: json.dumps(s, ensure_ascii=False)  # noqa: E731 - one-line quoting helper
@@ -176,15 +180,23 @@ class Explainer:
         for k, s in enumerate(self.sentences):
             n = len(s.clauses)
             after = "" if k == last else f" s{k + 1}::_"  # the next sentence, with the readings used so far
-            lines.append(f"s{k}::_ : {q(' ' + OPENERS[s.modality])} p{k}::0x0 r{k}::_")
+            allowed = self._allowed(s)
             reads = [f"{q(INTERPRETS[s.modality] + r + '.')}"
                      + ("" if k == last else f" s{k + 1}::set_bit({j})") + f" %if bit_clear({j})"
-                     for j, r in self._allowed(s)]
-            lines.append(f"r{k}::_ : " + "\n    | ".join([after.strip() or q(""), *reads]))
+                     for j, r in allowed]
+            # Unread only once every reading it allows is used: z{k}_i checks one used bit each (a chain, since
+            # a condition tests one range of bits), the last one goes on. A parametric rule must use its
+            # parameter, so the empty ending tests bit 63, which no reading has (at most 63 of them).
+            end = after.strip() or f"{q('')} %if bit_clear(63)"
+            lines.append(f"s{k}::_ : {q(' ' + OPENERS[s.modality])} p{k}::0x0 r{k}::_")
+            lines.append(f"r{k}::_ : " + "\n    | ".join([*reads, f"z{k}_0::_" if allowed else end]))
+            for i, (j, _) in enumerate(allowed):
+                nxt = f"z{k}_{i + 1}::_" if i + 1 < len(allowed) else after.strip() or q("")
+                lines.append(f"z{k}_{i}::_ : {nxt} %if is_ones([{j}:{j + 1}])")
             picks = [f"{q(text)} a{k}::set_bit({i}) %if bit_clear({i})" for i, (text, _) in enumerate(s.clauses)]
             lines.append(f"p{k}::_ : " + "\n    | ".join(picks))
-            # the guard keeps a connective from being offered once every clause is used
-            lines.append(f'a{k}::_ : "."\n    | ({conn}) p{k}::_ %if not(is_ones([0:{n}]))')
+            # the sentence ends once every offered clause is stated, and only then
+            lines.append(f'a{k}::_ : "." %if is_ones([0:{n}])\n    | ({conn}) p{k}::_ %if not(is_ones([0:{n}]))')
         return "\n".join(lines) + "\n"
 
     def longest(self) -> str:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from engines.lite.explain import (
     CONNECTIVES,
-    MAX_CUES_PER_MODALITY,
     MODALITIES,
     OPENERS,
+    chosen_cues,
     clause,
     interpretation,
     readings,
@@ -92,12 +92,7 @@ def _example(ex: Example, present: tuple[Modality, ...]) -> str:
 
 
 def build(cues: list[Cue], labels: list[str]) -> PromptParts:
-    texts: dict[Modality, str] = {}
-    for m in MODALITIES:
-        mine = sorted((c for c in cues if c.modality == m), key=lambda c: -c.strength)[:MAX_CUES_PER_MODALITY]
-        parts = [c.text for c in mine]
-        if parts:
-            texts[m] = "; ".join(parts)
+    texts = {m: "; ".join(c.text for c in mine) for m, mine in chosen_cues(cues).items()}
     return _build(texts, labels)
 
 

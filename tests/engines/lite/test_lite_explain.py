@@ -28,6 +28,9 @@ def cues_of(*spec: tuple[str, str]) -> list[Cue]:
 LOUD = cues_of(("visual", "smiles"), ("visual", "the eyes squint"), ("visual", "nods"),
                ("auditory", "the voice is loud"), ("auditory", "speaks quickly"),
                ("auditory", "speaks in an intense tone"))
+# LOUD's sentences with every offered cue stated, as the grammar requires
+V_ALL = " In the video, the person smiles, and the eyes squint, and the person nods."
+A_ALL = " In the audio, the voice is loud, and the person speaks quickly, and the person speaks in an intense tone."
 
 
 def leftover(text: str, ex: Explainer) -> str:
@@ -89,21 +92,33 @@ def accepts(ex: Explainer, text: str) -> bool:
     return m.consume_tokens(tok.tokenize_str(text)) and m.is_accepting()
 
 
-def test_each_sentence_may_be_read_once_and_no_reading_twice() -> None:
-    """A reading of the label (or the close runner-up) after any sentence; the same reading never twice."""
+def test_each_sentence_is_read_once_while_readings_last_and_no_reading_twice() -> None:
+    """A reading of the label (or the close runner-up) after every sentence while one is left; the same reading
+    never twice; a sentence is left unread only when its readings are used up."""
     cues = [*LOUD, *cues_of(("verbal", 'says: "we won"'))]
     ex = Explainer(cues, "happy", {"happy": 0.9, "sad": 0.1})
     assert ex.runner is None and ex.readings == list(explain.readings("happy"))
-    v, a, t = (" In the video, the person smiles.", " In the audio, the voice is loud.",
-               ' In the text, the person says "we won".')
-    assert accepts(ex, v + a + t)  # readings are optional
-    assert accepts(ex, v + " This suggests happiness." + a + " This indicates a cheerful mood." + t
-                   + " This implies satisfaction.")
-    assert not accepts(ex, v + " This suggests happiness." + a + " This indicates happiness." + t)  # said twice
-    assert not accepts(ex, v + " This suggests sadness." + a + t)  # not a reading of this label
-    assert not accepts(ex, v + " This indicates happiness." + a + t)  # the video's sentence is read as video
-    assert not accepts(ex, " In the video, the person smiles and the eyes squint." + a + t)  # merged clauses
-    assert accepts(ex, " In the video, the person smiles, and the eyes squint; the person nods." + a + t)
+    v, a, t = V_ALL, A_ALL, ' In the text, the person says "we won".'
+    sv, ia, it = " This suggests happiness.", " This indicates a cheerful mood.", " This implies satisfaction."
+    assert accepts(ex, v + sv + a + ia + t + it)
+    assert not accepts(ex, v + a + t)  # unread sentences while readings are left
+    assert not accepts(ex, v + sv + a + ia + t)  # the text's sentence still has a reading left
+    assert not accepts(ex, v + " This suggests happiness." + a + " This indicates happiness." + t + it)  # twice
+    assert not accepts(ex, v + " This suggests sadness." + a + ia + t + it)  # not a reading of this label
+    assert not accepts(ex, v + " This indicates happiness." + a + ia + t + it)  # the video's read as video
+    assert not accepts(ex, " In the video, the person smiles and the eyes squint, and the person nods." + sv + a + ia
+                       + t + it)  # merged clauses
+    assert accepts(ex, " In the video, the person nods, while the eyes squint; the person smiles." + sv + a + ia + t
+                   + it)  # any order, any connectives
+    assert not accepts(ex, " In the video, the person smiles, and the eyes squint." + sv + a + ia + t + it)  # one left
+    assert not accepts(ex, " In the video, the person smiles, and the eyes squint, and the person smiles." + sv + a
+                       + ia + t + it)  # repeated
+    # a label with one reading: the first sentence reads it, the others go unread
+    one = Explainer(cues, "neutral", {"neutral": 0.9, "sad": 0.1})
+    assert one.readings == ["a composed state"]
+    assert accepts(one, v + " This suggests a composed state." + a + t)
+    assert not accepts(one, v + a + " This indicates a composed state." + t)
+    assert not accepts(one, v + a + t)
     assert explain.conclusion("happy", None) == " It can be inferred that the person's emotional state is happy."
 
 
@@ -117,10 +132,11 @@ def test_a_reading_never_contradicts_the_sentence_it_reads() -> None:
                              " This suggests satisfaction."]  # the smile: only the runner-up's readings
     assert " This indicates anger." in per["auditory"] and " This indicates happiness." in per["auditory"]
     assert per["verbal"] == [" This implies anger.", " This implies dissatisfaction.", " This implies impatience."]
-    v, a, t = (" In the video, the person smiles.", " In the audio, the voice is loud.",
-               ' In the text, the person says "fine".')
+    v, a = V_ALL, A_ALL
+    t = ' In the text, the person says "fine", and the text has mildly negative wording.'
     assert not accepts(ex, v + " This suggests anger." + a + t)
-    assert accepts(ex, v + a + " This indicates anger." + t + " This implies dissatisfaction.")
+    assert accepts(ex, v + " This suggests happiness." + a + " This indicates anger." + t
+                   + " This implies dissatisfaction.")
     # a face with no clear valence may be read either way
     plain = Explainer(cues_of(("visual", "nods"), ("visual", "blinks")), "angry", {"angry": 1.0})
     assert plain.interpretations("visual")[0] == " This suggests anger."
@@ -159,6 +175,22 @@ def test_no_soft_voice_cue_never_yields_a_soft_voice(lite: LitePipeline) -> None
         text = generate(lite, ex, push + "Cues:\n- voice: the voice is soft\nEmotion: sad\nExplanation:", seed,
                         temperature)
         assert "soft" not in text.lower(), text
+
+
+def test_only_the_most_salient_cues_are_offered_and_all_of_them_are_stated() -> None:
+    """Past MAX_CUES_PER_MODALITY the least salient cues are left out of the sentence (they stay in the answer's
+    cue list): a high pitch, which no EMER description mentions, goes before a loud voice, though stronger."""
+    cues = assign_cue_ids([Cue("auditory", t, 0.0, 2.0, p) for t, p in (
+        ("the voice is high-pitched", 1.0), ("the voice is loud", 0.6), ("speaks slowly", 0.55),
+        ("the tone is calm", 0.5))])
+    ex = Explainer(cues, "happy", {"happy": 1.0})
+    (s,) = ex.sentences
+    assert explain.MAX_CUES_PER_MODALITY == 3
+    assert [t for t, _ in s.clauses] == ["the voice is loud", "the person speaks slowly", "the tone is calm"]
+    full = " In the audio, the tone is calm, and the voice is loud, and the person speaks slowly."
+    assert accepts(ex, full + " This indicates happiness.")
+    assert not accepts(ex, " In the audio, the voice is loud, and the person speaks slowly. This indicates happiness.")
+    assert not accepts(ex, full[:-1] + ", and the voice is high-pitched. This indicates happiness.")
 
 
 def test_repeats_are_impossible_even_when_the_prompt_repeats() -> None:
