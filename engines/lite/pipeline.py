@@ -116,7 +116,7 @@ class LitePipeline(Pipeline):
 
             path = requantized(path, self.lite.llm_requantize, self.lite.cache_dir or Path.home() / ".cache" / "xemo")
         return load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
-                            max_num_seqs=self.settings.server.max_num_seqs,
+                            n_threads_batch=self.lite.n_threads_batch, max_num_seqs=self.settings.server.max_num_seqs,
                             prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk,
                             fast_forward=self.lite.llm_fast_forward)
 
@@ -149,7 +149,8 @@ class LitePipeline(Pipeline):
         # Score the content-free prompt of the most common modality combinations (last = most common, since the
         # prefix cache keeps the most recent families): it primes the LLM's prefix cache with their few-shot
         # headers, so the first real request does not pay for a cold prefill, and gives the calibration priors.
-        combos: list[tuple[Modality, ...]] = [("visual", "auditory", "verbal"), ("visual", "auditory")]
+        combos: list[tuple[Modality, ...]] = [("visual", "verbal"), ("auditory", "verbal"), ("visual", "auditory"),
+                                              ("visual", "auditory", "verbal")]
         if self.lite.label_calibration:
             combos = [("visual",), ("auditory",), *combos]
 
