@@ -332,6 +332,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     ap.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder (default: ../shared)")
     ap.add_argument("--no-emer", action="store_true", help="skip the label measurement on emer-v1-text.csv")
+    ap.add_argument("--note", default="latencies are of one process on a 2-core CPU box, for reference only",
+                    help="what else shared the machine, for the JSON")
     args = ap.parse_args()
     SHARED = args.shared
     if not SHARED.is_dir():
@@ -426,7 +428,7 @@ def main() -> None:
         "summary": summary, "emer_v1_text": emer, "emer_v1_text_calibrated": emer_cal,
         "label_calibration_configured": settings.lite.label_calibration, "answers": rows, "load_s": round(load_s, 2),
         "model": pipe.model, "machine": platform.platform(), "cpus": os.cpu_count(),
-        "note": "shared 2-core CPU box under load from other jobs: latencies are indicative only",
+        "note": args.note,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(redact(result, secrets), indent=1, default=str) + "\n")
