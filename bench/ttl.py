@@ -51,6 +51,10 @@ def p50(xs: list[float]) -> float:
     return round(statistics.median(xs), 3)
 
 
+def stage_times(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: p50([r[k] for r in rows if k in r]) for k in rows[-1]}
+
+
 async def run(url: str, clips: list[Any], runs: int, warm: int) -> list[dict[str, Any]]:
     out = []
     async with AsyncClient(url, timeout=300, max_retries=0) as client:
@@ -66,7 +70,10 @@ async def run(url: str, clips: list[Any], runs: int, warm: int) -> list[dict[str
                 await timed(client, video, transcript)
             recs = [await timed(client, video, transcript) for _ in range(runs)]
             row = {"clip": rc.id, "transcript_from": source if transcript else None,
-                   **{k: p50([r[k] for r in recs]) for k in ("label_s", "first_token_s", "done_s")}}
+                   **{k: p50([r[k] for r in recs]) for k in ("label_s", "first_token_s", "done_s")},
+                   # the server's own stage times (median per stage), to see where the time to label goes
+                   "server_timings_s": stage_times([r["answer"].timings.model_dump(exclude_none=True)
+                                                    for r in recs])}
             out.append(row)
             print(f"{rc.id:20} label {row['label_s']:.3f}  first token {row['first_token_s']:.3f}  "
                   f"done {row['done_s']:.3f}", flush=True)
