@@ -6,8 +6,8 @@ comparable (a pitch 7 semitones above typical saturates at 1.0, a loud voice 3 d
 set, 23 mention the speaking speed, 10 a loud voice and none a high pitch. So the lite profile ranks the cues of
 a modality by strength times a weight that grows with how many descriptions mention that kind of cue
 (`MENTIONS`, counted by bench/cue_phrasing.py over the cues its offline extractor finds, and checked against its
-JSON by the tests). The ranking orders the prompt's cue lists and picks the cues offered to the explanation;
-the model still chooses among them.
+JSON by the tests). The ranking orders the prompt's cue lists and picks the cues offered to the explanation,
+which states all of them in the order the model chooses.
 """
 
 from __future__ import annotations
