@@ -110,6 +110,24 @@ TRANSCRIPTS = [
 ]
 
 
+async def stamp(events: Any, t0: float, rec: dict[str, Any], keep_answer: bool = False) -> None:
+    """Read a stream of events into `rec`: seconds from `t0` to the label (label_s), the first token (ttft_s) and
+    the done event (e2e_s, with the answer when `keep_answer`); status 200, or "stream_error" after an error event."""
+    async for ev in events:
+        rec["status"] = 200
+        now = time.perf_counter() - t0
+        if ev.type == "label":
+            rec["label_s"] = now
+        elif ev.type == "token" and "ttft_s" not in rec:
+            rec["ttft_s"] = now
+        elif ev.type == "done":
+            rec["e2e_s"] = now
+            if keep_answer:
+                rec["answer"] = ev.answer
+        elif ev.type == "error":
+            rec["status"] = "stream_error"
+
+
 async def one_request(client: AsyncClient, clip: bytes, max_tokens: int, i: int) -> dict[str, Any]:
     """One streamed analysis through xemo.client (no retries: an open-loop client counts refusals as errors)."""
     t0 = time.perf_counter()
@@ -122,17 +140,7 @@ async def one_request(client: AsyncClient, clip: bytes, max_tokens: int, i: int)
             transcript=f"{TRANSCRIPTS[i % len(TRANSCRIPTS)]} (take {next(_TAKES)})",
             raise_on_error=False,
         )
-        async for ev in events:
-            rec["status"] = 200
-            now = time.perf_counter() - t0
-            if ev.type == "label":
-                rec["label_s"] = now
-            elif ev.type == "token" and "ttft_s" not in rec:
-                rec["ttft_s"] = now
-            elif ev.type == "done":
-                rec["e2e_s"] = now
-            elif ev.type == "error":
-                rec["status"] = "stream_error"
+        await stamp(events, t0, rec)
     except ApiError as e:
         rec["status"] = e.status or e.type
     except httpx.HTTPError as e:
