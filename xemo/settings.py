@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 MB = 1024 * 1024
@@ -31,11 +31,16 @@ class IngestSettings(BaseModel):
     max_decoded_frames: int = 512
     max_audio_s: float = 60.0
     num_frames: int = 16  # the paper's uniform sampling
+    # Decode the uniform frames too when there is a timeline? None = yes, unless the profile perceives only the
+    # timeline (lite, with lite.use_timeline): then they are decoded only for a clip too short for a timeline.
+    uniform_frames: bool | None = None
     long_side: int = 720  # frames are downscaled while decoding
     timeline_fps: float = 4.0  # denser frame sequence for cue timelines; 0 disables it
     audio_sample_rate: int = 16000
     decode_timeout_s: float = 30.0
-    video_decoder: Literal["decord", "pyav"] = "decord"
+    # None = the profile decides: decord (the authors' decoder) for exact uniform frames, PyAV when only the
+    # timeline is decoded (it can skip non-reference frames; decord cannot). None outside a profile is PyAV.
+    video_decoder: Literal["decord", "pyav"] | None = None
     max_fps: float = 240.0  # a stream claiming more frames per second is refused before decoding
     decode_workers: int = 2  # warm decoder processes (killed and respawned on timeout or crash)
     worker_memory_mb: int = 4096  # address-space cap of each decoder process
@@ -75,14 +80,17 @@ class LiteSettings(BaseModel):
     # common families (warm-up primes them), so a clip without a face does not evict the header of one with.
     prefix_cache_slots: int = Field(4, ge=0)
     # Prompt tokens per prefill batch. A cached prefix is reused up to a batch boundary (that keeps outputs
-    # bit-identical), so small batches reuse more of the ~310-token label prompt. Measured interleaved on 2 cores:
-    # warm-cache time to label 0.13 s at 32 vs 0.23 s at 256; a cold prefill 1.11 s vs 0.95 s.
-    prefill_chunk: int = Field(32, ge=1)
+    # bit-identical), so small batches reuse more of the label prompt. On 2 cores: warm-cache time to label 0.13 s
+    # at 32 vs 0.23 s at 256, a cold prefill 1.11 s vs 0.95 s (one machine); on another, the label step summed
+    # over the 8 dev clips 1.57 s at 32, 1.09 s at 16, 0.87 s at 8, an ~830-token cold prefill 3.0 / 3.3 / 4.2 s.
+    prefill_chunk: int = Field(16, ge=1)
     # Subtract the model's content-free label prior (contextual calibration). Off: on the test clips and the
     # shared sample it moved SmolLM2-135M away from the label the cues support (smile -> worried).
     label_calibration: bool = False
     labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS))
     use_fer: bool = True
+    # Face-mesh graphs: one clip's frames are split over those free (perception/visual/face.py).
+    face_mesh_threads: int = Field(2, ge=1)
     use_timeline: bool = True  # perceive the denser timeline frames instead of the 16 uniform ones
     max_timeline_frames: int = 48
     audio_backend: Literal["librosa", "opensmile", "parselmouth"] = "librosa"
@@ -358,6 +366,15 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _frames_for_profile(self) -> Settings:
+        timeline_only = self.profile == "lite" and self.lite.use_timeline and self.ingest.timeline_fps > 0
+        if self.ingest.uniform_frames is None:
+            self.ingest.uniform_frames = not timeline_only
+        if self.ingest.video_decoder is None:
+            self.ingest.video_decoder = "pyav" if self.ingest.uniform_frames is False else "decord"
+        return self
 
     @classmethod
     def settings_customise_sources(

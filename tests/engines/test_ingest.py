@@ -289,3 +289,55 @@ def test_decord_really_reads_ordinary_files(small: dict[str, Path], vfr_clip: Pa
         meta, arrays = process({"video": str(path), "video_fmt": fmt, "decoder": "decord"}, settings())
         assert meta["decoder"] == "decord", path.name
         assert arrays["frames"].shape[0] == 16
+
+
+@pytest.fixture(scope="session")
+def bframe_clip(media_dir: Path) -> Path:
+    """4 s at 25 fps, three B-frames between references and none of them a reference (no B-pyramid)."""
+    return media.testsrc_clip(media_dir / "bframes.mp4", seconds=4.0, size="320x240",
+                              extra=["-bf", "3", "-b_strategy", "0", "-x264-params", "b-pyramid=none"])
+
+
+def _frame_types(path: Path) -> dict[float, str]:
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        # FFmpeg's AVPictureType: 1 = I, 2 = P, 3 = B
+        return {round(float(f.pts * s.time_base), 6): "?IPB"[min(int(f.pict_type), 4) % 4] for f in c.decode(s)}
+
+
+def test_timeline_only_skips_non_reference_frames_and_reports_the_frames_used(bframe_clip: Path) -> None:
+    types = _frame_types(bframe_clip)
+    assert sum(t == "B" for t in types.values()) >= 60  # the clip really has non-reference frames
+    exact = ingest(bframe_clip, None, settings(video_decoder="pyav", uniform_frames=True))
+    near = ingest(bframe_clip, None, settings(video_decoder="pyav", uniform_frames=False))
+    assert near.frames is not None and near.frames.shape[0] == 0 and near.frame_times == []
+    assert near.timeline is not None and len(near.timeline) == len(near.timeline_times) == len(exact.timeline_times)
+    for t_near, t_exact in zip(near.timeline_times, exact.timeline_times, strict=True):
+        assert types[round(t_near, 6)] in ("I", "P")  # only decoded reference frames stand in
+        assert abs(t_near - t_exact) <= 2 / 25 + 1e-6  # the nearest one: at most two B-frames away
+    # each stand-in is that frame itself: the same pixels as the exact path where both chose the same frame
+    same = [i for i, (a, b) in enumerate(zip(near.timeline_times, exact.timeline_times, strict=True)) if a == b]
+    assert same
+    for i in same:
+        assert np.array_equal(near.timeline[i], exact.timeline[i])
+
+
+def test_uniform_frames_come_back_for_a_clip_too_short_for_a_timeline(media_dir: Path) -> None:
+    short = media.testsrc_clip(media_dir / "short.mp4", seconds=0.2)
+    clip = ingest(short, None, settings(uniform_frames=False))
+    assert clip.timeline is None
+    assert clip.frames is not None and clip.frames.shape[0] == 16
+
+
+def test_the_profile_decides_which_frames_are_decoded() -> None:
+    from xemo.settings import Settings
+
+    lite, research = Settings(), Settings(profile="xemogpt")
+    assert (lite.ingest.uniform_frames, lite.ingest.video_decoder) == (False, "pyav")
+    assert (research.ingest.uniform_frames, research.ingest.video_decoder) == (True, "decord")
+    no_timeline = Settings(lite={"use_timeline": False})
+    assert (no_timeline.ingest.uniform_frames, no_timeline.ingest.video_decoder) == (True, "decord")
+    chosen = Settings(ingest={"uniform_frames": True, "video_decoder": "pyav"})
+    assert (chosen.ingest.uniform_frames, chosen.ingest.video_decoder) == (True, "pyav")

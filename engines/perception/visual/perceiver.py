@@ -68,7 +68,7 @@ def _check(frames: Any, times: Any) -> tuple[np.ndarray, list[float]]:
 class VisualPerceiver:
     def __init__(self, settings: LiteSettings) -> None:
         self.settings = settings
-        self.mesher = FaceMesher(pool_size=max(1, settings.n_threads))
+        self.mesher = FaceMesher(pool_size=settings.face_mesh_threads)
         self.fer: FerClassifier | None = None
         if settings.use_fer:
             # One thread: a batch of 64x64 crops takes milliseconds, and the stage runs beside the audio one

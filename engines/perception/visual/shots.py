@@ -19,8 +19,6 @@ import cv2
 import numpy as np
 
 HIST_BINS = 8  # per RGB channel: a 512-bin joint histogram
-_BIN_BITS = HIST_BINS.bit_length() - 1
-_BIN_SHIFT = 8 - _BIN_BITS
 THUMB = 4  # frames are averaged over THUMB x THUMB pixel blocks before the phase correlation
 MIN_PEAK = 0.15  # a phase-correlation peak below this is no reliable shift (a cut, a blur, a rotation or zoom)
 MIN_TEXTURE = 2.0  # grey levels (std of the background thumbnail): a flat background aligns with nothing
@@ -41,10 +39,9 @@ class Steps:
 
 
 def _histogram(frame: np.ndarray) -> np.ndarray:
-    # shifts on uint16 rather than int32 arithmetic: the same bins at a quarter of the cost per frame
-    q = frame >> _BIN_SHIFT
-    idx = (q[..., 0].astype(np.uint16) << 2 * _BIN_BITS) | (q[..., 1].astype(np.uint16) << _BIN_BITS) | q[..., 2]
-    h = np.bincount(idx.ravel(), minlength=HIST_BINS**3).astype(np.float64)
+    # OpenCV's joint histogram: the same 32-level bins as a numpy bincount over value // 32, at 60 % of its cost
+    h = cv2.calcHist([np.ascontiguousarray(frame)], [0, 1, 2], None, [HIST_BINS] * 3, [0, 256] * 3)
+    h = h.ravel().astype(np.float64)
     return h / max(h.sum(), 1.0)
 
 
@@ -55,7 +52,7 @@ def _background(frame: np.ndarray, box: tuple[float, float, float, float] | None
     # block means by OpenCV's area resize (exact for an integer factor), then the channel mean: numpy's
     # reductions over the short axes cost five times as much for the same values
     g = cv2.resize(frame[: hh * THUMB, : ww * THUMB].astype(np.float32), (ww, hh), interpolation=cv2.INTER_AREA)
-    g = g.mean(axis=2, dtype=np.float64)
+    g = g.astype(np.float64) @ np.full(3, 1 / 3)  # the channel mean, as a product: a strided mean costs 5x more
     g = g - g.mean()
     if box is not None:
         x0, y0, x1, y1 = box

@@ -103,6 +103,22 @@ def test_concurrent_callers_get_the_same_answer(perceiver: VisualPerceiver, face
         assert [c.to_dict() for c in r.cues] == [c.to_dict() for c in ref.cues]
 
 
+def test_a_clip_split_over_free_graphs_is_meshed_as_by_one(face_frames) -> None:
+    from engines.perception.visual.face import FaceMesher
+
+    one, two = FaceMesher(pool_size=1), FaceMesher(pool_size=2)
+    try:
+        a, b = one.detect(face_frames[0]), two.detect(face_frames[0])
+        assert two._created == 2  # the second graph really took a share
+        assert len(a) == len(b) == len(face_frames[0])
+        for x, y in zip(a, b, strict=True):
+            assert x.n_faces == y.n_faces and x.box == y.box
+            assert x.landmarks is not None and np.array_equal(x.landmarks, y.landmarks)
+    finally:
+        one.close()
+        two.close()
+
+
 def test_bad_input_is_a_typed_error(perceiver: VisualPerceiver) -> None:
     ok = np.zeros((2, 64, 64, 3), np.uint8)
     for frames, times in [
