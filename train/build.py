@@ -157,7 +157,9 @@ def build(settings: Settings, clips: Path, csv_path: Path, out: Path, weak_label
         raise DataError(f"clips directory not found: {clips}")
     rows = read_csv(csv_path)
     x, t = settings.xemogpt, settings.train
-    ing = settings.ingest.model_copy(update={"num_frames": x.num_frames, "long_side": t.frame_long_side})
+    # XEmoGPT's uniform frames, whichever frames the serving profile decodes
+    ing = settings.ingest.model_copy(update={"num_frames": x.num_frames, "long_side": t.frame_long_side,
+                                             "uniform_frames": True})
     (out / MEDIA).mkdir(parents=True, exist_ok=True)
     extractor = OfflineExtractor(default_embedder(settings.eval.embedder))
     weak = WeakLabeller(settings) if weak_labels else None

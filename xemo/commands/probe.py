@@ -43,7 +43,10 @@ def _readable(d: dict[str, Any], sha: str) -> str:
     else:
         lines.append("audio       none")
     times = ", ".join(f"{t:.2f}" for t in d["frame_times"])
-    lines.append(f"frames      {len(d['frame_times'])} at [{times}] s")
+    if d["frame_times"] or not d["timeline_frames"]:
+        lines.append(f"frames      {len(d['frame_times'])} at [{times}] s")
+    else:
+        lines.append("frames      none uniform (this profile decodes only the timeline)")
     lines.append(f"timeline    {d['timeline_frames']} frames")
     lines.append(f"sha256      {sha}")
     return "\n".join(lines)
