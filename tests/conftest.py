@@ -82,3 +82,15 @@ def lite_pipeline():
     p.warmup()
     yield p
     p.close()
+
+
+@pytest.fixture(autouse=True)
+def _config_file_does_not_leak():
+    """`xemo --config F` sets XEMO_CONFIG for the process (its subprocesses read it); a CLI test run in-process
+    must not hand its config to every later test's Settings()."""
+    before = os.environ.get("XEMO_CONFIG")
+    yield
+    if before is None:
+        os.environ.pop("XEMO_CONFIG", None)
+    else:
+        os.environ["XEMO_CONFIG"] = before
