@@ -20,7 +20,7 @@ import numpy as np
 
 from engines.errors import ModelError
 
-MIN_SHARE = 4  # frames per graph below which splitting a clip costs more than it saves
+MIN_SHARE = 4  # frames per graph at least: a clip of a few frames stays on one graph, without a thread hand-off
 
 
 @dataclass
