@@ -55,14 +55,9 @@ class FaceMesher:
             min_detection_confidence=self._min_conf,
         )
 
-    def _acquire(self):
-        try:
-            return self._pool.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                if self._created < self._cap:
-                    return self._new_graph()
-            return self._pool.get()
+    def _acquire(self):  # a free graph, a new one while under the cap, else wait for one
+        g = self._spare()
+        return g if g is not None else self._pool.get()
 
     def _spare(self):  # a graph that can be had without waiting, or None
         try:

@@ -39,7 +39,7 @@ class Steps:
 
 
 def _histogram(frame: np.ndarray) -> np.ndarray:
-    # OpenCV's joint histogram: the same 32-level bins as a numpy bincount over value // 32, at 60 % of its cost
+    # OpenCV's joint histogram: the same bins as a numpy bincount over value // 32 per channel, at 60 % of its cost
     h = cv2.calcHist([np.ascontiguousarray(frame)], [0, 1, 2], None, [HIST_BINS] * 3, [0, 256] * 3)
     h = h.ravel().astype(np.float64)
     return h / max(h.sum(), 1.0)
