@@ -75,6 +75,9 @@ class LiteSettings(BaseModel):
     # Tokens the explanation grammar forces (a cue clause once its first words are chosen) are streamed without
     # sampling and written to the KV cache in one step (engines/llm/batching.py).
     llm_fast_forward: bool = True
+    # llama.cpp's fused (flash) attention kernel. Off: after the ~800-token few-shot header, the plain attention
+    # path cost about a quarter less CPU per prompt chunk and per explanation step on 2 cores (bench/llm_attention.py).
+    llm_flash_attn: Literal["auto", "on", "off"] = "off"
     # Spare KV slots (n_ctx cells each) keeping recent prompts, so a request sharing the few-shot header skips its
     # prefill (llama_cpp only; 0 = off). The header depends on which modalities have cues: four slots keep the four
     # common families (warm-up primes them), so a clip without a face does not evict the header of one with.

@@ -118,7 +118,7 @@ class LitePipeline(Pipeline):
         return load_backend(path, self.lite.llm_backend, n_ctx=self.lite.n_ctx, n_threads=self.lite.n_threads,
                             n_threads_batch=self.lite.n_threads_batch, max_num_seqs=self.settings.server.max_num_seqs,
                             prefix_cache_slots=self.lite.prefix_cache_slots, prefill_chunk=self.lite.prefill_chunk,
-                            fast_forward=self.lite.llm_fast_forward)
+                            fast_forward=self.lite.llm_fast_forward, flash_attn=self.lite.llm_flash_attn)
 
     def load(self) -> None:
         self.llm = self.load_llm()

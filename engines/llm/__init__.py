@@ -48,6 +48,7 @@ def load_backend(
     prefill_chunk: int = 256,
     prefix_cache_slots: int = 0,
     fast_forward: bool = True,
+    flash_attn: Literal["auto", "on", "off"] = "auto",
 ) -> LLMBackend:
     """Load a causal LM for serving. `path` is a GGUF file (either backend) or a Hugging Face model dir
     (transformers). `cache_dir` (transformers + GGUF only) keeps a dequantized copy so later loads are fast.
@@ -56,7 +57,8 @@ def load_backend(
     prompt may reuse instead of prefilling it again (each costs n_ctx more KV cells).
     `n_threads_batch` (llama_cpp only; None = n_threads): threads for prompt chunks and for decode steps of
     several sequences; a step of one sequence runs on `n_threads`.
-    `fast_forward`: tokens a constraint forces are streamed without sampling and written in one step."""
+    `fast_forward`: tokens a constraint forces are streamed without sampling and written in one step.
+    `flash_attn` (llama_cpp only): llama.cpp's fused attention kernel; auto = llama.cpp's choice for the device."""
     if prefill_chunk < 1:
         raise ModelError("prefill_chunk must be at least 1")
     path = Path(path)
@@ -82,6 +84,7 @@ def load_backend(
             max_num_seqs=max_num_seqs,
             device=device,
             prefix_cache_slots=prefix_cache_slots,
+            flash_attn=flash_attn,
         )
     elif backend == "transformers":
         from engines.llm.transformers_backend import TransformersBackend

@@ -38,6 +38,8 @@ from engines.llm.sampling import Constraint, Detokenizer
 log = logging.getLogger(__name__)
 
 _N_BATCH = 512  # tokens per llama_decode call during prefill
+# llama_flash_attn_type (llama.h); auto turns it on wherever the backend supports it, the CPU included
+_FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
 class _ByteDetokenizer(Detokenizer):
@@ -99,12 +101,15 @@ class LlamaCppBackend(BatchedBackend):
         device: str = "cpu",
         prefix_cache_slots: int = 0,
         prefix_min_tokens: int = 64,
+        flash_attn: str = "auto",
     ) -> None:
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"GGUF model file not found: {path.name}")
         if prefix_cache_slots < 0:
             raise ModelError("prefix_cache_slots must be 0 (off) or more")
+        if flash_attn not in _FLASH_ATTN:
+            raise ModelError(f"flash_attn must be one of {', '.join(_FLASH_ATTN)}, not {flash_attn!r}")
         L = self.lib = llama_cpp_module()
         if device != "cpu" and not L.llama_supports_gpu_offload():
             raise ModelError(f"this llama-cpp-python build has no GPU support; device={device!r} is unavailable")
@@ -125,6 +130,8 @@ class LlamaCppBackend(BatchedBackend):
         cp.n_threads = cp.n_threads_batch = self.n_threads
         self._threads = self.n_threads
         cp.kv_unified = False  # each sequence gets its own n_ctx cells
+        cp.flash_attn_type = _FLASH_ATTN[flash_attn]
+        self.flash_attn = flash_attn
         self.ctx = L.llama_init_from_model(self.model, cp)
         if not self.ctx:
             L.llama_model_free(self.model)

@@ -156,3 +156,21 @@ def test_one_sequence_steps_on_n_threads_prompts_and_batched_steps_on_n_threads_
         b.close()
     assert ("prompt", 2) in used and ("step x1", 1) in used and ("step x2", 2) in used
     assert all(n == (1 if kind in ("one", "step x1") else 2) for kind, n in used), used
+
+
+def test_flash_attention_is_chosen_per_context_and_a_bad_mode_is_refused() -> None:
+    """The plain and the fused attention kernels compute the same greedy continuation; an unknown mode is a
+    configuration error at load time, not a crash inside llama.cpp."""
+    from engines.errors import ModelError
+
+    outs = {}
+    for mode in ("off", "on"):
+        b = load_backend(smollm2_gguf_path(), "llama_cpp", n_ctx=128, n_threads=1, max_num_seqs=1, flash_attn=mode)
+        try:
+            assert b.flash_attn == mode
+            outs[mode] = _text(b, ["Count: 1, 2, 3,"], SamplingParams(max_tokens=8))
+        finally:
+            b.close()
+    assert outs["off"] == outs["on"] and "4" in outs["off"]
+    with pytest.raises(ModelError, match="flash_attn"):
+        load_backend(smollm2_gguf_path(), "llama_cpp", n_ctx=128, max_num_seqs=1, flash_attn="fast")  # type: ignore[arg-type]
