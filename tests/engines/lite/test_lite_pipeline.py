@@ -174,3 +174,12 @@ def test_shared_sample_shows_a_smile(lite: LitePipeline) -> None:
     _, answer = analyze(lite, media.SAMPLES / "sample_00000007.mp4")
     visual = [c.text for c in answer.cues if c.modality == "visual"]
     assert any("smil" in t or "mouth turn up" in t for t in visual), visual
+
+
+def test_the_llm_is_built_as_the_lite_settings_say(lite: LitePipeline) -> None:
+    """Threads, prefill batches and the attention kernel reach the llama.cpp context from the one settings
+    object, so a bench of one setting measures what the server runs."""
+    s = lite.lite
+    assert (lite.llm.n_threads, lite.llm.n_threads_batch) == (s.n_threads, s.n_threads_batch or s.n_threads)
+    assert lite.llm.prefill_chunk == s.prefill_chunk
+    assert lite.llm.flash_attn == s.llm_flash_attn == "off"
