@@ -47,12 +47,9 @@ def one_request(b: LlamaCppBackend, ids: list[int], args: argparse.Namespace, ch
     batch = b.n_threads_batch
     b.n_threads_batch = b.n_threads  # one sequence's steps run on n_threads, as in the engine's _decode
     try:
-        for _ in range(args.single):
-            b._run_batch(0, pos, ids[pos:pos + 1], None, "last")
-            pos += 1
-        for _ in range(args.forced):
-            b._run_batch(0, pos, ids[pos:pos + args.forced_len], None, "last")
-            pos += args.forced_len
+        for n in [1] * args.single + [args.forced_len] * args.forced:
+            b._run_batch(0, pos, ids[pos:pos + n], None, "last")
+            pos += n
     finally:
         b.n_threads_batch = batch
     out["decode_wall_s"], out["decode_cpu_s"] = time.perf_counter() - t, time.process_time() - c
