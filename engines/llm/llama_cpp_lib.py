@@ -28,12 +28,7 @@ KERNEL_FLAGS = ("sse4_2", "avx", "f16c", "fma", "avx2", "avx_vnni", "avx512f", "
 def llama_cpp_module() -> ModuleType:
     """The `llama_cpp` ctypes module with a CPU backend registered and llama.cpp initialised (once per process)."""
     global _ready
-    # llama.cpp here is built with OpenMP, whose threads spin at barriers by default. When the cores are
-    # shared (encoders in other threads, other processes) a spinning thread steals the core its peer needs and
-    # decode collapses (measured: 1.8 vs 65 tok/s with 2 threads on a loaded 2-core box). Passive waiting
-    # costs little when the cores are free. libgomp reads this once, when llama.cpp's library loads; an
-    # explicit setting by the operator wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_omp_wait()
     try:
         import llama_cpp
     except ImportError as e:  # the source build failed or was skipped
@@ -47,6 +42,25 @@ def llama_cpp_module() -> ModuleType:
             llama_cpp.llama_backend_init()
             _ready = True
     return llama_cpp
+
+
+# Iterations an OpenMP thread spins at a barrier before it sleeps (libgomp's GOMP_SPINCOUNT; roughly 0.1-0.5 ms,
+# depending on the CPU's pause instruction).
+OMP_SPIN_COUNT = "10000"
+
+
+def set_omp_wait() -> None:
+    """Bound how long llama.cpp's OpenMP threads spin at barriers, unless the operator chose a policy.
+
+    A llama_decode crosses hundreds of barriers. Sleeping at each (OMP_WAIT_POLICY=PASSIVE) costs a futex wake-up
+    every time: on 2 cores a 16-token prompt chunk took 1.6x the wall time and more CPU than with a short spin.
+    Spinning without a bound (ACTIVE, libgomp's default of about 3 ms) steals the core a descheduled peer or a
+    perception thread needs, and decode collapses when the cores are shared (1.8 vs 65 tok/s with 2 threads on
+    a loaded 2-core box). A short spin catches a peer that is running and gives the core up soon after when it
+    is not. libgomp reads this once, when llama.cpp's library loads.
+    """
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = OMP_SPIN_COUNT
 
 
 def _require_cpu_backend(llama_cpp: ModuleType) -> None:

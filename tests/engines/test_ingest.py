@@ -317,11 +317,18 @@ def test_timeline_only_skips_non_reference_frames_and_reports_the_frames_used(bf
     for t_near, t_exact in zip(near.timeline_times, exact.timeline_times, strict=True):
         assert types[round(t_near, 6)] in ("I", "P")  # only decoded reference frames stand in
         assert abs(t_near - t_exact) <= 2 / 25 + 1e-6  # the nearest one: at most two B-frames away
-    # each stand-in is that frame itself: the same pixels as the exact path where both chose the same frame
+    # each stand-in is that frame itself, decoded without the deblocking filter: where both paths chose the same
+    # frame the pixels differ (the filter was skipped) but stay close to the exact path's
     same = [i for i, (a, b) in enumerate(zip(near.timeline_times, exact.timeline_times, strict=True)) if a == b]
     assert same
-    for i in same:
-        assert np.array_equal(near.timeline[i], exact.timeline[i])
+    psnr = [_psnr(near.timeline[i], exact.timeline[i]) for i in same]
+    assert min(psnr) >= 30.0, psnr
+    assert any(p < 99.0 for p in psnr), "every frame came out bit-identical: the loop filter still ran"
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def test_uniform_frames_come_back_for_a_clip_too_short_for_a_timeline(media_dir: Path) -> None:
