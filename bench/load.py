@@ -6,7 +6,10 @@ errors, not as a politely slower client). For each target concurrency c in --lev
 c / S, where S is the unloaded end-to-end latency measured first (Little's law: c requests in flight on
 average when the server keeps up). Each level is bounded by --duration seconds and --max-requests requests,
 then waits for the stragglers (bounded too). Every request streams SSE from /v1/analyze, so the client sees
-the label and the first token as they happen. Only 127.0.0.1 is ever contacted.
+the label and the first token as they happen. Only 127.0.0.1 is ever contacted. For the servers it starts, each
+level also reports the CPU their process trees spent (/proc: the server and its decoder workers) per request, and
+the throughput over the CPU bound (cores / CPU-s per request at that level), which is the share of the cores the
+server kept busy.
 
 `--compare batching` (the default) starts two server processes, unbatched (max_batch_size=1, max_num_seqs=1)
 and tuned batching; both stay up (they run the same code and each level runs on both back to back, so the
@@ -49,9 +52,10 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import media  # noqa: E402  (tests/media.py: real media made by ffmpeg and espeak-ng)
+from procs import tree_cpu_s  # noqa: E402
 from servers import RedisProcess, ServerProcess  # noqa: E402  (tests/servers.py: real server / redis processes)
 
 from xemo.client import ApiError, AsyncClient  # noqa: E402
@@ -155,10 +159,13 @@ def clients(urls: list[str], timeout: float, limits: httpx.Limits | None = None)
 
 
 async def run_level(
-    urls: list[str], clip: bytes, rate: float, duration: float, max_requests: int, max_tokens: int, grace: float
+    urls: list[str], clip: bytes, rate: float, duration: float, max_requests: int, max_tokens: int, grace: float,
+    roots: list[int] | None = None,
 ) -> dict[str, Any]:
-    """One level against one server, or round robin over several processes sharing Redis."""
+    """One level against one server, or round robin over several processes sharing Redis. With the servers'
+    pids (`roots`), also the CPU their process trees spent, per request and against the CPU bound."""
     n = max(1, min(max_requests, int(round(rate * duration))))
+    cpu0 = sum(tree_cpu_s(p) for p in roots) if roots else 0.0
     limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
     async with contextlib.AsyncExitStack() as stack:
         cs = [await stack.enter_async_context(c) for c in clients(urls, grace + duration, limits)]
@@ -178,6 +185,13 @@ async def run_level(
         recs = [t.result() for t in done] + [{"status": "unfinished"} for _ in pending]
         wall = time.perf_counter() - t0
     out = summarize(recs, wall, rate)
+    if roots and out["ok"]:
+        cpu = sum(tree_cpu_s(p) for p in roots) - cpu0
+        cores = os.cpu_count() or 1
+        # The CPU bound is cores / CPU-s per request; throughput over it is the share of the cores kept busy.
+        out["cpu_s_per_request"] = round(cpu / out["ok"], 3)
+        out["cpu_bound_per_s"] = round(cores * out["ok"] / cpu, 3) if cpu > 0 else None
+        out["throughput_over_cpu_bound"] = round(cpu / (wall * cores), 3)
     lat = probe_samples(probes[0])
     out["livez_ms"] = {"max": round(max(lat), 1) if lat else None, **{k: v for k, v in pct(lat).items()}}
     return out
@@ -227,7 +241,8 @@ def summarize(recs: list[dict[str, Any]], wall: float, rate: float) -> dict[str,
 
 
 async def measure(
-    urls: dict[str, list[str]], clip: bytes, levels: list[int], args: argparse.Namespace
+    urls: dict[str, list[str]], clip: bytes, levels: list[int], args: argparse.Namespace,
+    roots: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """Warm every server up, then run each level on each server back to back (same code, same machine state).
 
@@ -244,12 +259,14 @@ async def measure(
     for c in levels:
         rate = c / service_s
         for name, bases in urls.items():
-            res = await run_level(bases, clip, rate, args.duration, args.max_requests, args.max_tokens, args.grace)
+            res = await run_level(bases, clip, rate, args.duration, args.max_requests, args.max_tokens, args.grace,
+                                  (roots or {}).get(name))
             out[name]["levels"][str(c)] = res
             print(
                 f"  {name:<19} c={c:<2} rate={rate:.2f}/s sent={res['sent']} ok={res['ok']} errors={res['errors']} "
                 f"thr={res['throughput_per_s']}/s e2e p50/p95={res['e2e_s']['p50']}/{res['e2e_s']['p95']} "
-                f"ttft p50={res['ttft_s']['p50']} label p50={res['time_to_label_s']['p50']}",
+                f"ttft p50={res['ttft_s']['p50']} label p50={res['time_to_label_s']['p50']} "
+                f"cpu/req={res.get('cpu_s_per_request')} of CPU bound={res.get('throughput_over_cpu_bound')}",
                 flush=True,
             )
     for name, bases in urls.items():
@@ -292,8 +309,8 @@ def compare(unb: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
 def table(results: dict[str, Any]) -> str:
     rows = [
         "| config | c | rate/s | ok/sent | errors | thr/s | e2e p50 | e2e p95 | e2e p99 | TTFT p50 | TTFT p95 "
-        "| label p50 | label p95 | livez p99 ms |",
-        "|" + "---|" * 14,
+        "| label p50 | label p95 | livez p99 ms | CPU-s/req | of CPU bound |",
+        "|" + "---|" * 16,
     ]
     for name in ("unbatched", "tuned", *REDIS_CONFIGS, "ray", "server"):
         if name not in results:
@@ -303,7 +320,8 @@ def table(results: dict[str, Any]) -> str:
                 f"| {name} | {c} | {r['arrival_rate_per_s']} | {r['ok']}/{r['sent']} | "
                 f"{sum(r['errors'].values())} | {r['throughput_per_s']} | {r['e2e_s']['p50']} | "
                 f"{r['e2e_s']['p95']} | {r['e2e_s']['p99']} | {r['ttft_s']['p50']} | {r['ttft_s']['p95']} | "
-                f"{r['time_to_label_s']['p50']} | {r['time_to_label_s']['p95']} | {r['livez_ms']['p99']} |"
+                f"{r['time_to_label_s']['p50']} | {r['time_to_label_s']['p95']} | {r['livez_ms']['p99']} | "
+                f"{r.get('cpu_s_per_request')} | {r.get('throughput_over_cpu_bound')} |"
             )
     return "\n".join(rows)
 
@@ -408,7 +426,8 @@ def main() -> int:
             try:
                 start_servers(configs, Path(tmp), redis.url if redis else None, servers)
                 urls = {n: [p.url for p in procs] for n, procs in servers.items()}
-                results.update(asyncio.run(measure(urls, clip, levels, args)))
+                roots = {n: [p.proc.pid for p in procs] for n, procs in servers.items()}
+                results.update(asyncio.run(measure(urls, clip, levels, args, roots)))
                 if args.compare == "ray":
                     results["ray_added_latency_c1"] = asyncio.run(added_latency(
                         urls["tuned"][0], urls["ray"][0], clip, args.ray_latency_requests, args.max_tokens))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -38,36 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from load import CONFIGS, KEY, SHARED_STATE, make_clip, one_request, pct  # noqa: E402
+from procs import cpu_s, tree  # noqa: E402
 from servers import ServerProcess  # noqa: E402
 
 from xemo.client import AsyncClient  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def tree(pid: int) -> list[int]:
-    """The process and all its descendants (the decoder workers), from /proc."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-    return out
-
-
-def cpu_s(pids: list[int]) -> float:
-    """utime + stime (and reaped children's) of each process, in seconds."""
-    total = 0.0
-    for p in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15]) / TICK
-    return total
 
 
 def rss_mb(pid: int) -> tuple[str, float] | None:
