@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict
 from fractions import Fraction
 from typing import Any
@@ -304,6 +305,22 @@ def decode_audio(path: str, fmt: str, cs: IngestSettings, what: str) -> tuple[np
         return audio, info
 
 
+_pool: ThreadPoolExecutor | None = None
+
+
+def _audio_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(1, thread_name_prefix="xemo-audio-decode")
+    return _pool
+
+
+def _timed_audio(src: tuple[str, str, str], cs: IngestSettings) -> tuple[tuple[np.ndarray, AudioInfo] | None, float]:
+    t = time.perf_counter()
+    got = decode_audio(*src[:2], cs, src[2])
+    return got, time.perf_counter() - t
+
+
 def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Arrays]:
     """Everything ingest needs from one upload: metadata (JSON-able) and arrays (frames, timeline, audio)."""
     video, vfmt = job.get("video"), job.get("video_fmt")
@@ -320,24 +337,21 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
     arrays: Arrays = {}
     own_audio = False
     duration: float | None = None
-    if video is not None:
-        try:
-            duration, own_audio = _video_part(video, vfmt, cs, job.get("decoder", cs.video_decoder), meta, arrays)
-        except av.FFmpegError as e:
-            if e.errno == errno.ENOMEM:
-                raise TooLarge("decoding this video needs more memory than allowed; upload a smaller clip") from None
-            raise CorruptMedia(
-                f"the video could not be decoded ({_reason(e)}); the file may be damaged: re-export it and upload again"
-            ) from None
-        if meta["video"] is None and not own_audio and audio_path is None:
-            raise NoStreams(
-                "the file has neither a video nor an audio track (or they are damaged); upload a clip with at least one"
-            )
-    src = (audio_path, afmt, "audio") if audio_path is not None else (video, vfmt, "video") if own_audio else None
-    if src is not None:
-        t = time.perf_counter()
-        got = decode_audio(src[0], src[1], cs, src[2])
-        meta["timings"]["audio_decode"] = time.perf_counter() - t
+    # The audio decodes in a thread while the video decodes here (PyAV lets go of the GIL inside FFmpeg): the
+    # separate upload, else the clip's own track, which decode_audio reports as None when there is none.
+    src = (audio_path, afmt, "audio") if audio_path is not None else (video, vfmt, "video")
+    audio_job = _audio_pool().submit(_timed_audio, src, cs) if src[0] is not None else None
+    try:
+        if video is not None:
+            duration, own_audio = _video_checked(video, vfmt, cs, job.get("decoder", cs.video_decoder), meta, arrays,
+                                                 audio_path is not None)
+    finally:
+        # the video's error comes first, as if the two ran one after the other; never leave the thread running
+        # into the next job
+        if audio_job is not None:
+            wait([audio_job])
+    if audio_job is not None and (audio_path is not None or own_audio):
+        got, meta["timings"]["audio_decode"] = audio_job.result()
         if got is None and audio_path is not None:  # asked for explicitly: silently dropping it would mislead
             raise NoStreams("the audio file has no audio track; upload a wav, flac, ogg or mp3 with sound in it")
         if got is not None:
@@ -349,6 +363,26 @@ def process(job: dict[str, Any], cs: IngestSettings) -> tuple[dict[str, Any], Ar
         duration = meta["audio"]["seconds"]
     meta["duration_s"] = float(duration)
     return meta, arrays
+
+
+def _video_checked(
+    path: str, fmt: str, cs: IngestSettings, decoder: str | None, meta: dict[str, Any], arrays: Arrays,
+    separate_audio: bool,
+) -> tuple[float | None, bool]:
+    """_video_part with FFmpeg's errors as typed ones, and NoStreams for an upload with nothing in it."""
+    try:
+        duration, own_audio = _video_part(path, fmt, cs, decoder, meta, arrays)
+    except av.FFmpegError as e:
+        if e.errno == errno.ENOMEM:
+            raise TooLarge("decoding this video needs more memory than allowed; upload a smaller clip") from None
+        raise CorruptMedia(
+            f"the video could not be decoded ({_reason(e)}); the file may be damaged: re-export it and upload again"
+        ) from None
+    if meta["video"] is None and not own_audio and not separate_audio:
+        raise NoStreams(
+            "the file has neither a video nor an audio track (or they are damaged); upload a clip with at least one"
+        )
+    return duration, own_audio
 
 
 def _video_part(
