@@ -21,7 +21,7 @@ from server.lifecycle import ServerState
 from server.middleware import received_at, request_id
 from server.routes_schemas import ERROR_RESPONSE, EVENTS_URL, json_content, ref
 from server.sse import EventStreamResponse, until_disconnect
-from server.uploads import UploadLimits, check_content_length, read_multipart
+from server.uploads import UploadLimits, check_content_length, read_multipart, settle_unread_body
 from xemo.schemas import AnalyzeOptions
 
 router = APIRouter()
@@ -84,12 +84,13 @@ async def analyze(request: Request) -> Response:
     rid = request_id(request)
     job = Job(state, rid, received_at(request), "http")
     limits = UploadLimits(state.settings.ingest.max_bytes, state.settings.server.max_field_bytes)
-    body_read = False
+    body_read = reading = False
     try:
         await job.authorize(request.headers.get("authorization"))
         check_content_length(request.headers, limits)
         job.admit()
         t = time.perf_counter()
+        reading = True
         try:  # a stalled or trickling client must not hold its place past the request's budget
             form = await asyncio.wait_for(
                 read_multipart(request.headers.get("content-type"), request.stream(), limits),
@@ -109,7 +110,7 @@ async def analyze(request: Request) -> Response:
             return Response(status_code=499)
     except Exception as e:
         resp = error_response(job.fail(e), rid)
-        if not body_read:  # answered before the body was read: close rather than read the rest of it
+        if not body_read and not await settle_unread_body(request.headers, request.receive, limits, reading):
             resp.headers["Connection"] = "close"
         return resp
 

@@ -24,7 +24,7 @@ from server.middleware import request_id
 from server.routes_analyze import _form_schema, error_response
 from server.routes_schemas import ERROR_RESPONSE, EVENTS_URL, json_content
 from server.sse import EventStreamResponse
-from server.uploads import UploadLimits, check_content_length, read_multipart
+from server.uploads import UploadLimits, check_content_length, read_multipart, settle_unread_body
 from xemo.schemas import JobAccepted, JobStatus
 
 router = APIRouter()
@@ -92,7 +92,7 @@ async def submit(request: Request) -> Response:
     rid = request_id(request)
     limits = UploadLimits(state.settings.ingest.max_bytes, state.settings.server.max_field_bytes)
     ticket = None
-    body_read = False
+    body_read = reading = False
     try:
         key_id = state.keys.authenticate(request.headers.get("authorization"))
         if key_id is not None:
@@ -100,6 +100,7 @@ async def submit(request: Request) -> Response:
         idem = _idempotency_key(request)
         check_content_length(request.headers, limits)
         ticket = state.admission.enter()  # bounds the uploads held in memory at once; 503 when full or draining
+        reading = True
         try:
             form = await asyncio.wait_for(
                 read_multipart(request.headers.get("content-type"), request.stream(), limits),
@@ -118,7 +119,7 @@ async def submit(request: Request) -> Response:
         job_id, created = await queue.submit(key_id or "", video, audio, opts, idem, callback)
     except Exception as e:
         resp = error_response(to_api_error(e), rid)
-        if not body_read:
+        if not body_read and not await settle_unread_body(request.headers, request.receive, limits, reading):
             resp.headers["Connection"] = "close"
         return resp
     finally:

@@ -3,13 +3,17 @@
 Starlette has no total body limit, so the form is parsed here chunk by chunk with python-multipart's push
 parser: a declared Content-Length over the limit is refused before one body byte is read, and a chunked or
 lying body is refused (413) as soon as the running count passes the limit, so the server never buffers more
-than the limit. Files are kept in memory (the limit is what ingest accepts anyway).
+than the limit. Files are kept in memory (the limit is what ingest accepts anyway). A request answered before
+its body is read (refused at admission, say) has the rest of its body read and dropped first, within a byte and
+time bound, so the client receives the answer rather than a connection reset.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -19,6 +23,7 @@ from server.errors import UnsupportedContentType
 FILE_FIELDS = ("video", "audio")
 MAX_PARTS = 16
 _OVERHEAD = 64 * 1024  # part headers and boundaries
+DRAIN_S = 2.0  # the longest an early answer waits for the rest of its request's body
 
 
 @dataclass
@@ -143,3 +148,44 @@ async def read_multipart(content_type: str | None, chunks: AsyncIterator[bytes],
             raise Cancelled("client disconnected during upload") from None
         raise BadRequest("malformed multipart/form-data body") from None
     return form
+
+
+async def discard_body(receive: Callable[[], Awaitable[dict[str, Any]]], max_bytes: int,
+                       timeout_s: float | None = None) -> bool:
+    """Read and drop the body of a request answered before its body was read (refused at admission, say).
+
+    Closing a socket with unread bytes in it makes the kernel reset the connection, and a client still sending
+    its upload then sees the reset instead of the answer (a 503 with Retry-After becomes a bare connection error).
+    Nothing is kept; at most `max_bytes` and `timeout_s` (default DRAIN_S). True when the body was read to its
+    end."""
+
+    async def run() -> bool:
+        n = 0
+        while True:
+            msg = await receive()
+            if msg.get("type") != "http.request":
+                return False  # the client went away
+            n += len(msg.get("body", b""))
+            if n > max_bytes:
+                return False
+            if not msg.get("more_body", False):
+                return True
+
+    try:
+        return await asyncio.wait_for(run(), DRAIN_S if timeout_s is None else timeout_s)
+    except TimeoutError:
+        return False
+
+
+async def settle_unread_body(headers: Any, receive: Callable[[], Awaitable[dict[str, Any]]], limits: UploadLimits,
+                             started: bool) -> bool:
+    """Before answering a request whose body was not read: drain it when that is cheap and bounded (not yet
+    started, declared length within the limit). False means the connection must be closed instead."""
+    if started:
+        return False  # part of it was parsed already: what is left cannot be told apart from the next request
+    if "100-continue" in headers.get("expect", "").lower():
+        return False  # the client sends nothing before it is told to go on: closing resets nothing
+    declared = headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limits.max_body_bytes):
+        return False
+    return await discard_body(receive, limits.max_body_bytes)

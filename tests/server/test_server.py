@@ -8,6 +8,7 @@ The SIGTERM test stops that server, so it is the last test of the module.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import select
@@ -354,6 +355,34 @@ def test_full_queue_503_then_disconnect_frees_the_slot(
         before['xemo_requests_total{outcome="rejected_overload"}'] + 1
     )
     assert httpx.get(server.url + "/readyz").status_code == 200  # not saturated any more: the slot is free
+
+
+def test_a_503_reaches_a_client_still_sending_its_upload(
+    server: ServerProcess, client: httpx.Client, clip: bytes
+) -> None:
+    """Refused at admission before its body is read, a request's upload is read and dropped before the answer, so
+    the client gets the 503 and its Retry-After. Closing the socket with the upload unread in it would make the
+    kernel reset the connection, and the client would see the reset instead."""
+    wait_idle(client)
+    big = b"\0" * (MAX_BYTES - 200_000)  # within the limit: only admission refuses it
+
+    async def refused() -> list[int | str]:
+        async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=30) as c:
+            out: list[int | str] = []
+            for _ in range(4):
+                try:
+                    out.append((await c.post("/v1/analyze", files={"video": ("big.mp4", big)}, data=FORM)).status_code)
+                except httpx.TransportError as e:
+                    out.append(type(e).__name__)
+            return out
+
+    form = {**FORM, "max_tokens": "200", "stream": "true"}
+    with client.stream("POST", "/v1/analyze", files={"video": ("clip.mp4", clip)}, data=form) as r:
+        events = sse_events(r.iter_lines())  # held: a dropped iterator would close the stream and free the slot
+        assert next(events)[0] == "label"
+        codes = asyncio.run(refused())
+    assert codes == [503] * 4, codes
+    wait_idle(client, timeout=10)
 
 
 def test_websocket_close_mid_stream_frees_the_slot(server: ServerProcess, client: httpx.Client, clip: bytes) -> None:

@@ -82,3 +82,39 @@ def test_oversize_text_field_and_bad_bodies() -> None:
         read(b"--wrong\r\ngarbage", limits)
     with pytest.raises(BadRequest):
         read(body(part("video", b"1", "a"), part("video", b"2", "b")), limits)
+
+
+class Receive:
+    """ASGI `receive` for a body sent in `chunks` messages, then (optionally) nothing more for a long time."""
+
+    def __init__(self, chunks: int, size: int = 1000, stall: bool = False) -> None:
+        self.left, self.size, self.stall, self.calls = chunks, size, stall, 0
+
+    async def __call__(self) -> dict:
+        self.calls += 1
+        if self.left == 0:
+            await asyncio.sleep(3600)  # a client that stopped sending
+        self.left -= 1
+        return {"type": "http.request", "body": b"x" * self.size, "more_body": self.left > 0 or self.stall}
+
+
+def settle(headers: dict[str, str], receive: Receive, started: bool = False, max_bytes: int = 10_000) -> bool:
+    from server.uploads import settle_unread_body
+
+    return asyncio.run(settle_unread_body(headers, receive, UploadLimits(max_bytes, 100), started))
+
+
+def test_an_unread_body_is_drained_before_an_early_answer_when_that_is_bounded(monkeypatch) -> None:
+    import server.uploads
+
+    whole = Receive(5)
+    assert settle({"content-length": "5000"}, whole) and whole.calls == 5  # read to its end, then answered
+    assert settle({}, Receive(3))  # chunked: no declared length, still bounded by the limit
+    # no draining: a body already partly parsed, a declared length over the limit, a client waiting for 100-continue
+    for headers, started in (({}, True), ({"content-length": "999999999"}, False), ({"content-length": "x"}, False),
+                             ({"expect": "100-continue"}, False)):
+        untouched = Receive(5)
+        assert not settle(headers, untouched, started) and untouched.calls == 0
+    assert not settle({}, Receive(100))  # more than the limit: given up, the connection is closed instead
+    monkeypatch.setattr(server.uploads, "DRAIN_S", 0.05)
+    assert not settle({}, Receive(2, stall=True))  # a stalled client: given up after the time bound
