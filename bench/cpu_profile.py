@@ -43,6 +43,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import real_clips  # noqa: E402
 from analyze import make_clip  # noqa: E402
+from procs import cpu_s  # noqa: E402
 
 from engines.ingest import ingest  # noqa: E402
 from engines.ingest import warmup as ingest_warmup  # noqa: E402
@@ -53,18 +54,6 @@ from xemo.settings import Settings  # noqa: E402
 
 STAGES = ("ingest", "face_mesh", "fer", "visual_other", "vad", "pitch", "voice_quality", "audio_other", "verbal",
           "asr", "label_prefill", "explanation_decode", "other")
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid: int) -> float:
-    """CPU-seconds of one process and its waited-for children (0 once it is gone)."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(v) for v in f[11:15]) / _TICK  # utime stime cutime cstime
-
-
 class Meter:
     """Self CPU per stage: the process CPU between enter and exit, less that of stages nested inside."""
 
@@ -184,10 +173,10 @@ def one_request(pipeline: Any, meter: Meter, path: Path, transcript: str | None,
     pool = get_pool(settings.decode_workers, settings.worker_memory_mb)
     meter.cpu.clear()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    w0 = {pid: proc_cpu(pid) for pid in pool.pids()}
+    w0 = {pid: cpu_s([pid]) for pid in pool.pids()}
     with meter.stage("ingest"):
         clip = ingest(path, None, settings)
-    w1 = {pid: proc_cpu(pid) for pid in pool.pids()}
+    w1 = {pid: cpu_s([pid]) for pid in pool.pids()}
     # a worker recycled during the job is counted by its replacement's full time (a lower bound for the old one)
     workers = sum(w1[p] - w0.get(p, 0.0) for p in w1)
     with meter.stage("other"):
