@@ -326,6 +326,29 @@ def test_timeline_only_skips_non_reference_frames_and_reports_the_frames_used(bf
     assert any(p < 99.0 for p in psnr), "every frame came out bit-identical: the loop filter still ran"
 
 
+@pytest.mark.parametrize("uniform", [False, True])
+def test_one_pass_decodes_what_a_second_pass_over_the_file_would(bframe_clip: Path, uniform: bool) -> None:
+    """The decoder goes on from the packet scan instead of reading the file again; its pictures, to the last ones
+    the decoder gives out when flushed, are those of a fresh pass, with the same times."""
+    from engines.ingest import decode
+
+    cs = settings(video_decoder="pyav", uniform_frames=uniform)
+    path = str(bframe_clip)
+
+    def stamped(frames: object) -> list[tuple[int, object, bytes]]:
+        return [(f.pts, f.time_base, bytes(f.planes[0])) for f in frames]  # type: ignore[attr-defined]
+
+    with decode.open_container(path, "mp4", "video") as c:
+        s = decode._video_stream(c, "mp4")
+        scan = decode.scan_video_times(c, s, cs, nearest=not uniform)
+        assert scan.early and scan.rest and not scan.flushed  # it stopped decoding at the first picture
+        one_pass = stamped(decode._scanned_frames(s, scan))
+    two_pass = stamped(decode._reopened_frames(path, "mp4", not uniform))
+    assert len(one_pass) == len(two_pass) == (100 if uniform else 25 + 1)  # non-reference B-frames skipped
+    assert one_pass == two_pass
+    assert all(tb is not None for _, tb, _ in one_pass)  # the flushed pictures too: nearest picks read their time
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
