@@ -170,7 +170,7 @@ def serial_runner(pipeline: Any) -> Callable:
 def one_request(pipeline: Any, meter: Meter, path: Path, transcript: str | None,
                 max_tokens: int | None = None) -> dict[str, Any]:
     settings = pipeline.settings.ingest
-    pool = get_pool(settings.decode_workers, settings.worker_memory_mb)
+    pool = get_pool(settings.decode_workers, settings.worker_memory_mb, settings.worker_nice)
     meter.cpu.clear()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     w0 = {pid: cpu_s([pid]) for pid in pool.pids()}

@@ -139,7 +139,7 @@ def main() -> int:
         clip, tiny = make_media(Path(tmp))
         base = IngestSettings(timeline_fps=0.0, decode_workers=1)
         warmup(base)
-        pool = get_pool(base.decode_workers, base.worker_memory_mb)
+        pool = get_pool(base.decode_workers, base.worker_memory_mb, base.worker_nice)
 
         def worker() -> int:
             return pool.pids()[0]

@@ -21,6 +21,7 @@ from typing import Any
 
 from engines.errors import Overloaded, Timeout
 from engines.pipeline import Stage
+from engines.priority import lower_thread_priority
 from server.metrics import Metrics
 
 log = logging.getLogger("xemo.batching")
@@ -43,6 +44,7 @@ class DynamicBatcher:
         max_queue: int,
         metrics: Metrics | None = None,
         name: str | None = None,
+        nice: int = 0,
     ) -> None:
         self.stage = stage
         self.name = name or stage.name
@@ -52,7 +54,9 @@ class DynamicBatcher:
         self.metrics = metrics
         self._queue: collections.deque[_Item] = collections.deque()
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"xemo-{self.name}")
+        # the stage's thread (and the threads it starts) at `nice`: it yields the CPU to the LLM engine under load
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"xemo-{self.name}",
+                                            initializer=lower_thread_priority, initargs=(nice,))
         self._task: asyncio.Task | None = None
         self.batches_run = 0
 

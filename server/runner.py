@@ -30,6 +30,7 @@ class BatchingRunner:
                 queue_cap,
                 metrics,
                 name=name,
+                nice=server.stage_nice,
             )
             for name, stage in pipeline.stages.items()
         }

@@ -44,6 +44,9 @@ class IngestSettings(BaseModel):
     max_fps: float = 240.0  # a stream claiming more frames per second is refused before decoding
     decode_workers: int = 2  # warm decoder processes (killed and respawned on timeout or crash)
     worker_memory_mb: int = 4096  # address-space cap of each decoder process
+    # Nice value of the decoder processes (0-19; 0 = the server's own priority): decoding yields the CPU to the
+    # LLM engine under load (engines/priority.py), and loses nothing when the machine is otherwise idle.
+    worker_nice: int = Field(10, ge=0, le=19)
 
 
 class GenerationSettings(BaseModel):
@@ -176,6 +179,9 @@ class ServerSettings(BaseModel):
     max_batch_size: int = 8
     max_queue_delay_ms: float = 0.0
     max_num_seqs: int = 8
+    # Nice value of the stage worker threads (perception, ASR; 0-19, 0 = as the server): under load they yield the
+    # CPU to the LLM engine's threads, which every running request waits on (engines/priority.py).
+    stage_nice: int = Field(10, ge=0, le=19)
     request_timeout_s: float = 120.0
     drain_timeout_s: float = 30.0
     cors_origins: list[str] = Field(default_factory=list)

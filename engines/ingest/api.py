@@ -62,7 +62,7 @@ def content_hash(video: bytes | None, audio: bytes | None) -> str:
 
 def warmup(settings: IngestSettings) -> None:
     """Start the decoder workers now (server startup) so the first request does not wait for them."""
-    get_pool(settings.decode_workers, settings.worker_memory_mb).wait_ready()
+    get_pool(settings.decode_workers, settings.worker_memory_mb, settings.worker_nice).wait_ready()
 
 
 def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -> Clip:
@@ -77,7 +77,7 @@ def ingest(video: Media | None, audio: Media | None, settings: IngestSettings) -
     vfmt = detect_format(vraw[:HEAD_BYTES]) if vraw is not None else None
     afmt = detect_format(araw[:HEAD_BYTES]) if araw is not None else None
     # The private directory (mode 0700) is the only place decoders read from: never a client path or URL.
-    pool = get_pool(settings.decode_workers, settings.worker_memory_mb)
+    pool = get_pool(settings.decode_workers, settings.worker_memory_mb, settings.worker_nice)
     tmp = Path(tempfile.mkdtemp(prefix="job-", dir=pool.root))
     try:
         job: dict[str, Any] = {

@@ -83,8 +83,9 @@ _spawner = _Spawner()
 class DecoderWorker:
     """One worker process and its two pipes."""
 
-    def __init__(self, memory_mb: int, root: Path, max_jobs: int = RECYCLE_JOBS) -> None:
+    def __init__(self, memory_mb: int, root: Path, max_jobs: int = RECYCLE_JOBS, nice: int = 0) -> None:
         self.memory_mb = memory_mb
+        self.nice = nice
         self.root = root
         self.sandboxed = False
         self.max_jobs = max_jobs
@@ -106,6 +107,7 @@ class DecoderWorker:
             str(rep_w),
             str(self.memory_mb),
             str(self.root),
+            str(self.nice),
         ]
         try:
             self.proc = _spawner.popen(
@@ -217,12 +219,12 @@ class DecoderWorker:
 class DecoderPool:
     """A fixed set of warm workers; a call borrows one for the duration of one decode."""
 
-    def __init__(self, size: int, memory_mb: int) -> None:
-        self.key = (size, memory_mb)
+    def __init__(self, size: int, memory_mb: int, nice: int = 0) -> None:
+        self.key = (size, memory_mb, nice)
         # Private (0700) root for job directories: the only tree the workers may touch.
         self.root = Path(tempfile.mkdtemp(prefix="xemo-ingest-"))
         self._idle: queue.Queue[DecoderWorker] = queue.Queue()
-        self._all = [DecoderWorker(memory_mb, self.root) for _ in range(max(1, size))]
+        self._all = [DecoderWorker(memory_mb, self.root, nice=nice) for _ in range(max(1, size))]
         for w in self._all:
             self._idle.put(w)
 
@@ -261,16 +263,16 @@ _lock = threading.Lock()
 _pools: dict[tuple[int, int], DecoderPool] = {}
 
 
-def get_pool(size: int, memory_mb: int) -> DecoderPool:
+def get_pool(size: int, memory_mb: int, nice: int = 0) -> DecoderPool:
     """The process-wide pool for these settings, started on first use (or by `warmup`).
 
-    One per (workers, memory cap): a server has exactly one; tests that try other caps get their own without
-    pulling workers from under a pool that another thread is using.
+    One per (workers, memory cap, nice value): a server has exactly one; tests that try other caps get their own
+    without pulling workers from under a pool that another thread is using.
     """
-    key = (size, memory_mb)
+    key = (size, memory_mb, nice)
     with _lock:
         if key not in _pools:
-            _pools[key] = DecoderPool(size, memory_mb)
+            _pools[key] = DecoderPool(size, memory_mb, nice)
         return _pools[key]
 
 

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engines.priority import lower_process_priority
+
 
 def _die_with_parent() -> None:
     """Linux: SIGKILL this process when the parent dies, even if it is stuck inside a decoder."""
@@ -98,6 +100,8 @@ def _jail(job_root: str) -> bool:
 def main(argv: list[str]) -> int:
     job_fd, reply_fd, memory_mb, job_root = int(argv[1]), int(argv[2]), int(argv[3]), argv[4]
     _die_with_parent()
+    if len(argv) > 5:  # before FFmpeg's threads and the audio thread start, so they inherit it
+        lower_process_priority(int(argv[5]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent; it decides what to do with us
     # Warm imports: the point of a pre-started worker is that no call pays for these.
     import av

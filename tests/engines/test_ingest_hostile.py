@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -208,13 +209,13 @@ def test_nothing_uploaded() -> None:
 
 def _one_worker() -> IngestSettings:
     s = settings(decode_workers=1)
-    get_pool(s.decode_workers, s.worker_memory_mb).wait_ready()
+    get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice).wait_ready()
     return s
 
 
 def test_hung_decoder_times_out_and_is_replaced(testsrc_mp4: Path) -> None:
     s = _one_worker()
-    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    pool = get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice)
     [pid] = pool.pids()
     os.kill(pid, signal.SIGSTOP)  # a decoder stuck holding the GIL looks exactly like this from outside
     with pytest.raises(DecodeTimeout, match="longer than 1 s"):
@@ -240,7 +241,7 @@ def _wait_for_job(root: Path, clip: Path) -> None:
 
 def _crash_mid_job(clip: Path, s: IngestSettings) -> object:
     """Run one ingest while its worker is frozen, then SIGKILL the worker (a segfault, seen from outside)."""
-    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    pool = get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice)
     [pid] = pool.pids()
     os.kill(pid, signal.SIGSTOP)
     outcome: list[object] = []
@@ -277,7 +278,7 @@ def test_decord_crash_falls_back_to_pyav(testsrc_mp4: Path) -> None:
 
 def test_worker_killed_while_idle_is_replaced_transparently(testsrc_mp4: Path) -> None:
     s = _one_worker()
-    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    pool = get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice)
     [pid] = pool.pids()
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
@@ -304,12 +305,12 @@ def test_workers_outlive_the_thread_that_started_them(testsrc_mp4: Path) -> None
     t = threading.Thread(target=lambda: ingest(testsrc_mp4, None, s))
     t.start()
     t.join(timeout=30)
-    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    pool = get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice)
     pids = pool.pids()
     time.sleep(0.3)
     assert pool.alive() == [True]
     assert ingest(testsrc_mp4, None, s).frames is not None
-    assert get_pool(s.decode_workers, s.worker_memory_mb).pids() == pids  # served without a respawn
+    assert get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice).pids() == pids  # served without a respawn
 
 
 def test_concurrent_calls_share_the_pool(testsrc_mp4: Path) -> None:
@@ -326,7 +327,7 @@ def test_concurrent_calls_share_the_pool(testsrc_mp4: Path) -> None:
 
 def test_workers_are_recycled_to_contain_leaks(testsrc_mp4: Path) -> None:
     s = _one_worker()
-    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    pool = get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice)
     [worker] = pool._all
     worker.jobs, worker.max_jobs = 0, 2
     try:
@@ -344,7 +345,7 @@ def test_worker_cannot_read_files_outside_its_job_root(speech_wav: Path) -> None
     import shutil
 
     s = _one_worker()
-    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    pool = get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice)
     if not all(pool.sandboxed()):
         pytest.skip("this kernel has no Landlock; workers run unjailed (still isolated by process)")
     jobdir = Path(tempfile.mkdtemp(dir=pool.root))
@@ -364,7 +365,7 @@ def test_all_decoders_busy_is_overloaded_not_a_pileup(testsrc_mp4: Path) -> None
     from engines.errors import Overloaded
 
     s = _one_worker()
-    pool = get_pool(s.decode_workers, s.worker_memory_mb)
+    pool = get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice)
     [pid] = pool.pids()
     os.kill(pid, signal.SIGSTOP)  # the only worker is stuck on someone else's upload
     holder = threading.Thread(
@@ -397,3 +398,16 @@ def test_worker_first_used_long_after_it_started_is_still_ready() -> None:
         assert w.proc is not None and w.proc.poll() is None
     finally:
         w.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_decoders_run_at_their_nice_value_every_thread_of_them(testsrc_mp4: Path) -> None:
+    s = settings(decode_workers=1, worker_nice=13)
+    clip = ingest(testsrc_mp4, None, s)  # FFmpeg's frame threads and the audio thread have started by now
+    assert clip.frames is not None
+    [pid] = get_pool(s.decode_workers, s.worker_memory_mb, s.worker_nice).pids()
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    assert len(tasks) >= 2
+    nice = {int(t.name): int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) for t in tasks}
+    assert set(nice.values()) == {13}, nice
+    assert os.getpriority(os.PRIO_PROCESS, 0) < 13  # this process keeps its own

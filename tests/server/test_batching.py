@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
@@ -158,3 +160,34 @@ def test_metrics_record_batch_sizes_per_stage() -> None:
     text = m.render().decode()
     assert 'xemo_batch_size_sum{stage="matmul"} 5.0' in text
     assert 'xemo_stage_duration_seconds_count{stage="matmul"}' in text
+
+
+class NiceStage(Stage):
+    """Reports the nice value of the thread it runs on, and of a thread that thread starts."""
+
+    name = "nice"
+
+    def run_batch(self, items: list[int]) -> list[tuple[int, int]]:
+        own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen: list[int] = []
+        t = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        t.start()
+        t.join()
+        return [(own, seen[0]) for _ in items]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_a_stage_runs_below_the_callers_priority_and_so_do_the_threads_it_starts() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def main(nice: int) -> tuple[int, int]:
+        b = DynamicBatcher(NiceStage(), max_batch_size=1, max_queue_delay_ms=0, max_queue=4, nice=nice)
+        b.start()
+        try:
+            return await b.submit(0)
+        finally:
+            await b.stop()
+
+    assert run(main(max(base, 7))) == (max(base, 7), max(base, 7))
+    assert run(main(0)) == (base, base)  # 0: as the caller, never above it
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller itself is untouched
