@@ -9,7 +9,9 @@ then waits for the stragglers (bounded too). Every request streams SSE from /v1/
 the label and the first token as they happen. Only 127.0.0.1 is ever contacted. For the servers it starts, each
 level also reports the CPU their process trees spent (/proc: the server and its decoder workers) per request, and
 the throughput over the CPU bound (cores / CPU-s per request at that level), which is the share of the cores the
-server kept busy.
+server kept busy. Then (`--saturate K`, on by default) K closed-loop clients per configuration keep it saturated,
+and only a window after they settle counts: throughput at saturation with no ramp and no drain, the CPU per request
+and the share of the cores, the same way.
 
 `--compare batching` (the default) starts two server processes, unbatched (max_batch_size=1, max_num_seqs=1)
 and tuned batching; both stay up (they run the same code and each level runs on both back to back, so the
@@ -27,6 +29,7 @@ instead (no ratio).
 
     .venv/bin/python bench/load.py                      # about 10 minutes on 2 cores
     .venv/bin/python bench/load.py --levels 1,4 --duration 15
+    .venv/bin/python bench/load.py --levels "" --out bench/results/load_saturation.json   # saturation alone
     .venv/bin/python bench/load.py --compare redis --levels 1,2,4
     .venv/bin/python bench/load.py --compare ray --levels 1,2
 """
@@ -197,6 +200,50 @@ async def run_level(
     return out
 
 
+async def saturate(
+    urls: list[str], clip: bytes, clients_n: int, duration: float, settle: float, max_tokens: int, grace: float,
+    roots: list[int] | None = None,
+) -> dict[str, Any]:
+    """Closed loop: `clients_n` clients each send the next request as soon as theirs is answered, so the server is
+    never short of work. Only the window from `settle` s after the start to `settle + duration` s counts (no ramp,
+    no drain): the requests answered in it, and with the servers' pids the CPU their trees spent in it."""
+    answered: list[float] = []
+    errors: dict[str, int] = {}
+    stop_at = time.perf_counter() + settle + duration
+    limits = httpx.Limits(max_connections=clients_n + 4, max_keepalive_connections=clients_n + 4)
+    cores = os.cpu_count() or 1
+
+    async def client_loop(c: AsyncClient, j: int) -> None:
+        i = j
+        while time.perf_counter() < stop_at:
+            rec = await one_request(c, clip, max_tokens, i)
+            i += clients_n
+            if rec["status"] == 200 and "e2e_s" in rec:
+                answered.append(time.perf_counter())
+            else:
+                errors[str(rec["status"])] = errors.get(str(rec["status"]), 0) + 1
+
+    async with contextlib.AsyncExitStack() as stack:
+        cs = [await stack.enter_async_context(c) for c in clients(urls, grace, limits)]
+        tasks = [asyncio.create_task(client_loop(cs[j % len(cs)], j)) for j in range(clients_n)]
+        await asyncio.sleep(settle)
+        t0, cpu0 = time.perf_counter(), sum(tree_cpu_s(p) for p in roots) if roots else 0.0
+        await asyncio.sleep(duration)
+        t1, cpu1 = time.perf_counter(), sum(tree_cpu_s(p) for p in roots) if roots else 0.0
+        await asyncio.wait(tasks, timeout=grace)
+        for t in tasks:
+            t.cancel()
+    n = sum(t0 <= t < t1 for t in answered)
+    out: dict[str, Any] = {"clients": clients_n, "window_s": round(t1 - t0, 2), "answered_in_window": n,
+                           "errors": errors, "throughput_per_s": round(n / (t1 - t0), 3)}
+    if roots and n:
+        cpu = cpu1 - cpu0
+        out["cpu_s_per_request"] = round(cpu / n, 3)
+        out["cpu_bound_per_s"] = round(cores * n / cpu, 3) if cpu > 0 else None
+        out["throughput_over_cpu_bound"] = round(cpu / ((t1 - t0) * cores), 3)
+    return out
+
+
 async def probe_latency(client: httpx.AsyncClient, samples: list[float] | None = None) -> list[float]:
     """/livez round trips (ms) every 100 ms while the level runs: the event loop must stay responsive."""
     samples = [] if samples is None else samples
@@ -269,6 +316,14 @@ async def measure(
                 f"cpu/req={res.get('cpu_s_per_request')} of CPU bound={res.get('throughput_over_cpu_bound')}",
                 flush=True,
             )
+    if args.saturate:
+        for name, bases in urls.items():
+            res = await saturate(bases, clip, args.saturate, args.duration, args.settle, args.max_tokens, args.grace,
+                                 (roots or {}).get(name))
+            out[name]["saturation"] = res
+            print(f"  {name:<19} saturated by {args.saturate} closed-loop clients: thr={res['throughput_per_s']}/s "
+                  f"cpu/req={res.get('cpu_s_per_request')} of CPU bound={res.get('throughput_over_cpu_bound')} "
+                  f"errors={res['errors']}", flush=True)
     for name, bases in urls.items():
         async with httpx.AsyncClient(timeout=30) as c:
             out[name]["mean_batch_size"] = mean_batch_sizes((await c.get(bases[0] + "/metrics")).text)
@@ -323,6 +378,11 @@ def table(results: dict[str, Any]) -> str:
                 f"{r['time_to_label_s']['p50']} | {r['time_to_label_s']['p95']} | {r['livez_ms']['p99']} | "
                 f"{r.get('cpu_s_per_request')} | {r.get('throughput_over_cpu_bound')} |"
             )
+        sat = results[name].get("saturation")
+        if sat:
+            rows.append(f"| {name} | closed loop x{sat['clients']} | - | {sat['answered_in_window']} in "
+                        f"{sat['window_s']} s | {sum(sat['errors'].values())} | {sat['throughput_per_s']} |"
+                        + " - |" * 8 + f" {sat.get('cpu_s_per_request')} | {sat.get('throughput_over_cpu_bound')} |")
     return "\n".join(rows)
 
 
@@ -387,6 +447,9 @@ def main() -> int:
     ap.add_argument("--max-requests", type=int, default=40, help="cap on requests per level")
     ap.add_argument("--grace", type=float, default=80.0, help="max seconds to wait for a level to finish")
     ap.add_argument("--max-tokens", type=int, default=24)
+    ap.add_argument("--saturate", type=int, default=6, metavar="K",
+                    help="then K closed-loop clients per configuration: throughput at saturation (0 = skip)")
+    ap.add_argument("--settle", type=float, default=8.0, help="seconds of saturation before its window opens")
     ap.add_argument("--compare", choices=("batching", "redis", "ray"), default="batching")
     ap.add_argument("--out", type=Path, help="default bench/results/load.json (load_<compare>.json otherwise)")
     ap.add_argument("--ray-latency-requests", type=int, default=8, help="per server, for Ray's added latency")
