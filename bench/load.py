@@ -161,6 +161,20 @@ def clients(urls: list[str], timeout: float, limits: httpx.Limits | None = None)
     return [AsyncClient(u, api_key=KEY, timeout=timeout, max_retries=0, **extra) for u in urls]
 
 
+def roots_cpu_s(roots: list[int] | None) -> float:
+    """CPU-seconds the servers' process trees (the servers and their decoder workers) have spent so far."""
+    return sum(tree_cpu_s(p) for p in roots) if roots else 0.0
+
+
+def cpu_share(cpu: float, answered: int, seconds: float) -> dict[str, float | None]:
+    """`cpu` CPU-s spent over `seconds` answering `answered` requests, against the CPU bound: cores / CPU-s per
+    request. Throughput over that bound is the share of the cores kept busy."""
+    cores = os.cpu_count() or 1
+    return {"cpu_s_per_request": round(cpu / answered, 3),
+            "cpu_bound_per_s": round(cores * answered / cpu, 3) if cpu > 0 else None,
+            "throughput_over_cpu_bound": round(cpu / (seconds * cores), 3)}
+
+
 async def run_level(
     urls: list[str], clip: bytes, rate: float, duration: float, max_requests: int, max_tokens: int, grace: float,
     roots: list[int] | None = None,
@@ -168,7 +182,7 @@ async def run_level(
     """One level against one server, or round robin over several processes sharing Redis. With the servers'
     pids (`roots`), also the CPU their process trees spent, per request and against the CPU bound."""
     n = max(1, min(max_requests, int(round(rate * duration))))
-    cpu0 = sum(tree_cpu_s(p) for p in roots) if roots else 0.0
+    cpu0 = roots_cpu_s(roots)
     limits = httpx.Limits(max_connections=n + 4, max_keepalive_connections=n + 4)
     async with contextlib.AsyncExitStack() as stack:
         cs = [await stack.enter_async_context(c) for c in clients(urls, grace + duration, limits)]
@@ -189,12 +203,7 @@ async def run_level(
         wall = time.perf_counter() - t0
     out = summarize(recs, wall, rate)
     if roots and out["ok"]:
-        cpu = sum(tree_cpu_s(p) for p in roots) - cpu0
-        cores = os.cpu_count() or 1
-        # The CPU bound is cores / CPU-s per request; throughput over it is the share of the cores kept busy.
-        out["cpu_s_per_request"] = round(cpu / out["ok"], 3)
-        out["cpu_bound_per_s"] = round(cores * out["ok"] / cpu, 3) if cpu > 0 else None
-        out["throughput_over_cpu_bound"] = round(cpu / (wall * cores), 3)
+        out.update(cpu_share(roots_cpu_s(roots) - cpu0, out["ok"], wall))
     lat = probe_samples(probes[0])
     out["livez_ms"] = {"max": round(max(lat), 1) if lat else None, **{k: v for k, v in pct(lat).items()}}
     return out
@@ -211,7 +220,6 @@ async def saturate(
     errors: dict[str, int] = {}
     stop_at = time.perf_counter() + settle + duration
     limits = httpx.Limits(max_connections=clients_n + 4, max_keepalive_connections=clients_n + 4)
-    cores = os.cpu_count() or 1
 
     async def client_loop(c: AsyncClient, j: int) -> None:
         i = j
@@ -227,9 +235,9 @@ async def saturate(
         cs = [await stack.enter_async_context(c) for c in clients(urls, grace, limits)]
         tasks = [asyncio.create_task(client_loop(cs[j % len(cs)], j)) for j in range(clients_n)]
         await asyncio.sleep(settle)
-        t0, cpu0 = time.perf_counter(), sum(tree_cpu_s(p) for p in roots) if roots else 0.0
+        t0, cpu0 = time.perf_counter(), roots_cpu_s(roots)
         await asyncio.sleep(duration)
-        t1, cpu1 = time.perf_counter(), sum(tree_cpu_s(p) for p in roots) if roots else 0.0
+        t1, cpu1 = time.perf_counter(), roots_cpu_s(roots)
         await asyncio.wait(tasks, timeout=grace)
         for t in tasks:
             t.cancel()
@@ -237,10 +245,7 @@ async def saturate(
     out: dict[str, Any] = {"clients": clients_n, "window_s": round(t1 - t0, 2), "answered_in_window": n,
                            "errors": errors, "throughput_per_s": round(n / (t1 - t0), 3)}
     if roots and n:
-        cpu = cpu1 - cpu0
-        out["cpu_s_per_request"] = round(cpu / n, 3)
-        out["cpu_bound_per_s"] = round(cores * n / cpu, 3) if cpu > 0 else None
-        out["throughput_over_cpu_bound"] = round(cpu / ((t1 - t0) * cores), 3)
+        out.update(cpu_share(cpu1 - cpu0, n, t1 - t0))
     return out
 
 

@@ -260,7 +260,7 @@ class DecoderPool:
 
 
 _lock = threading.Lock()
-_pools: dict[tuple[int, int], DecoderPool] = {}
+_pools: dict[tuple[int, int, int], DecoderPool] = {}
 
 
 def get_pool(size: int, memory_mb: int, nice: int = 0) -> DecoderPool:

@@ -1,6 +1,6 @@
 """The decoder worker process: imports the decoders once, then decodes one job at a time for its parent.
 
-Run as `python -m engines.ingest.worker JOB_FD REPLY_FD MEMORY_MB JOB_ROOT` by engines/ingest/pool.py, never by
+Run as `python -m engines.ingest.worker JOB_FD REPLY_FD MEMORY_MB JOB_ROOT NICE` by engines/ingest/pool.py, never by
 hand.
 Protocol: one JSON line per job in, one JSON line per reply out; arrays travel as .npy files in the job's
 private directory (one write, one read, no pickling through the pipe). The process dies with its parent, has a
@@ -98,10 +98,9 @@ def _jail(job_root: str) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    job_fd, reply_fd, memory_mb, job_root = int(argv[1]), int(argv[2]), int(argv[3]), argv[4]
+    job_fd, reply_fd, memory_mb, job_root, nice = int(argv[1]), int(argv[2]), int(argv[3]), argv[4], int(argv[5])
     _die_with_parent()
-    if len(argv) > 5:  # before FFmpeg's threads and the audio thread start, so they inherit it
-        lower_process_priority(int(argv[5]))
+    lower_process_priority(nice)  # before FFmpeg's threads and the audio thread start, so they inherit it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent; it decides what to do with us
     # Warm imports: the point of a pre-started worker is that no call pays for these.
     import av
