@@ -171,7 +171,7 @@ class LitePipeline(Pipeline):
         if key not in self._priors:
             assert self.llm is not None
             parts = prompt.content_free(present, list(labels))
-            self._priors[key] = await self.llm.score_choices([parts.label_prompt], [" " + lb for lb in labels])
+            self._priors[key] = await self.llm.score_choices(parts.segments, [" " + lb for lb in labels])
         return self._priors[key]
 
     async def stream(self, request: AnalyzeRequest, run: StageRunner | None = None) -> AsyncIterator[Event]:
@@ -265,7 +265,7 @@ class LitePipeline(Pipeline):
                 lark=explainer.grammar(),
             )
             done = 0
-            gen = self.llm.generate([parts.label_prompt + " " + label + parts.explanation_prefix], params)
+            gen = self.llm.generate(parts.explanation_segments(label), params)
             async with contextlib.aclosing(gen):
                 async for tok in gen:
                     generated += 1
@@ -296,7 +296,7 @@ class LitePipeline(Pipeline):
             id=request.id, model=self.model, profile=self.profile,
             emotion={"label": label, "scores": scores},
             cues=cues, explanation="".join(s.text for s in segments), timings=timings,
-            usage={"prompt_tokens": self.llm.prompt_tokens([parts.label_prompt]),
+            usage={"prompt_tokens": self.llm.prompt_tokens(parts.segments),
                    "generated_tokens": generated, "cues_visual": sum(c.modality == "visual" for c in cues),
                    "cues_auditory": sum(c.modality == "auditory" for c in cues),
                    "cues_verbal": sum(c.modality == "verbal" for c in cues), "cut_off_sentences": dropped},
@@ -311,7 +311,7 @@ class LitePipeline(Pipeline):
         assert self.llm is not None
         parts = prompt.build(cues, labels)
         choices = [" " + lb for lb in labels]
-        raw = await self.llm.score_choices([parts.label_prompt], choices)
+        raw = await self.llm.score_choices(parts.segments, choices)
         n_tok = {c: max(1, len(self.llm.tokenize(c))) for c in choices}
         logits = {lb: raw[" " + lb] / n_tok[" " + lb] for lb in labels}
         if self.lite.label_calibration and parts.modalities:

@@ -68,6 +68,17 @@ class PromptParts:
     label_prompt: str  # ends with "Emotion:"
     explanation_prefix: str  # appended after the chosen label; the model continues after "Explanation:"
     modalities: tuple[Modality, ...]  # those with cues, in order
+    head: str  # the start of label_prompt shared by every clip with these labels and modalities (through "Cues:")
+
+    @property
+    def segments(self) -> list[str]:
+        """The label prompt as the LLM gets it, the shared head and then the clip's own cue lines: as separate
+        parts, each is a prefill-batch boundary, so the LLM's prefix cache reuses the head whole."""
+        return [self.head, self.label_prompt[len(self.head):]]
+
+    def explanation_segments(self, label: str) -> list[str]:
+        """The explanation prompt: the label prompt just scored (reused whole from the cache), then the label."""
+        return [*self.segments, " " + label + self.explanation_prefix]
 
 
 def _lines(parts: dict[Modality, str], present: tuple[Modality, ...]) -> str:
@@ -104,6 +115,5 @@ def content_free(present: tuple[Modality, ...], labels: list[str]) -> PromptPart
 def _build(texts: dict[Modality, str], labels: list[str]) -> PromptParts:
     present = tuple(m for m in MODALITIES if m in texts)
     shots = "".join(_example(ex, present) for ex in EXAMPLES) if present else ""
-    label_prompt = (HEADER + f"The emotion is one of: {', '.join(labels)}.\n" + shots
-                    + f"\nCues:\n{_lines(texts, present)}\nEmotion:")
-    return PromptParts(label_prompt, "\nExplanation:", present)
+    head = HEADER + f"The emotion is one of: {', '.join(labels)}.\n" + shots + "\nCues:\n"
+    return PromptParts(head + f"{_lines(texts, present)}\nEmotion:", "\nExplanation:", present, head)

@@ -342,8 +342,8 @@ class BatchedBackend(LLMBackend):
     def _prefill_next(self, s: Seq) -> None:
         try:
             if s.pos == 0 and s.cursor == (0, 0) and (reused := self._reuse_prefix(s)):
-                s.pos = reused  # only leading text tokens are ever reused, so they all lie in the first part
-                s.cursor = (1, 0) if reused == len(s.parts[0][1]) else (0, reused)
+                s.pos = reused
+                s.cursor = _cursor_at(s.parts, reused)
             # Chunks end at multiples of prefill_chunk (positions, not offsets), so a prompt resumed from a cached
             # prefix is split like a cold one after that point: same batch shapes, same numerics.
             parts, n, done = self._take(s, self.prefill_chunk - s.pos % self.prefill_chunk)
@@ -458,3 +458,12 @@ class BatchedBackend(LLMBackend):
             self._free_slots.append(s.slot)
             s.slot = -1
         self._send(s, e)
+
+
+def _cursor_at(parts: list[Part], n: int) -> tuple[int, int]:
+    """The (part index, offset) of prompt token `n`: where a prefill resumes after `n` reused tokens."""
+    k = 0
+    while k < len(parts) and n >= len(parts[k][1]):
+        n -= len(parts[k][1])
+        k += 1
+    return k, n

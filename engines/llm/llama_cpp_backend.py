@@ -155,7 +155,7 @@ class LlamaCppBackend(BatchedBackend):
         self._pieces: dict[int, bytes] = {}
         self._llg_tokenizer: Any = None
         slots = range(max_num_seqs, n_seq)
-        self._prefix = PrefixCache(slots, prefix_min_tokens) if prefix_cache_slots else None
+        self._prefix = PrefixCache(slots, prefix_min_tokens, self._aligned) if prefix_cache_slots else None
 
     # ---- tokens ------------------------------------------------------------------------------------
     def _meta(self, key: str) -> str:
@@ -301,19 +301,34 @@ class LlamaCppBackend(BatchedBackend):
         self._check(self.lib.llama_decode(self.ctx, b))
         return [self._logits(k) for k in last]
 
+    @staticmethod
+    def _lead(seq: Seq) -> tuple[list[int], list[int]]:
+        """The prompt's leading text (its token parts before any soft tokens), and where each of those parts ends."""
+        tokens: list[int] = []
+        cuts: list[int] = []
+        for kind, data in seq.parts:
+            if kind != "ids":
+                break
+            tokens += data
+            cuts.append(len(tokens))
+        return tokens, cuts
+
+    def _aligned(self, m: int) -> int:
+        """The last position <= m where every prefill starts a batch: prefill chunks start at multiples of
+        prefill_chunk (engines/llm/batching.py) and batches at multiples of _N_BATCH (`_prefill_chunk`)."""
+        return max(m // self.prefill_chunk * self.prefill_chunk, m // _N_BATCH * _N_BATCH)
+
     def _reuse_prefix(self, seq: Seq) -> int:
         if self._prefix is None or seq.parts[0][0] != "ids":
             return 0
-        tokens = seq.parts[0][1]
-        entry, n = self._prefix.longest(tokens)
-        if n >= len(tokens) and len(seq.parts) > 1:  # all the text before a soft-token part: a batch starts there
-            return self._hit(seq, entry, len(tokens))
-        n = min(n, seq.n_prompt - 1)  # the last prompt token is always prefilled: its logits are needed
+        tokens, cuts = self._lead(seq)
         # llama.cpp's numerics depend on batch shapes (a 1-row batch takes gemv kernels, other row counts other
-        # tilings), so a prefix is reused only up to a position where a cold prefill starts a batch as well:
-        # prefill batches start at multiples of prefill_chunk and of _N_BATCH (engines/llm/batching.py), so
-        # every later token is computed exactly as without the cache and outputs stay bit-identical.
-        return self._hit(seq, entry, max(n // self.prefill_chunk * self.prefill_chunk, n // _N_BATCH * _N_BATCH))
+        # tilings), so a prefix is reused only up to where a prefill without the cache starts a batch as well, and
+        # only from a prompt whose batches were cut alike before it (PrefixCache.reusable): every later token is
+        # then computed exactly as without the cache and outputs stay bit-identical. The last prompt token is
+        # always prefilled: its logits are needed.
+        entry, n = self._prefix.reusable(tokens, cuts, seq.n_prompt - 1)
+        return self._hit(seq, entry, n)
 
     def _hit(self, seq: Seq, entry: Entry | None, n: int) -> int:
         assert self._prefix is not None
@@ -326,8 +341,8 @@ class LlamaCppBackend(BatchedBackend):
     def _prompt_done(self, seq: Seq) -> None:
         if self._prefix is None or seq.parts[0][0] != "ids":
             return
-        tokens = seq.parts[0][1]
-        slot = self._prefix.place(tokens)
+        tokens, cuts = self._lead(seq)
+        slot = self._prefix.place(tokens, cuts)
         if slot is not None:  # the cache slot's old cells are dropped by the copy; keep only the text prefix
             self.lib.llama_memory_seq_cp(self.mem, seq.slot, slot, -1, -1)
             self.lib.llama_memory_seq_rm(self.mem, slot, len(tokens), -1)

@@ -9,7 +9,7 @@ module only decides; the backend moves the KV (engines/llm/llama_cpp_backend.py)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -18,6 +18,9 @@ class Entry:
     slot: int  # the sequence id whose KV cells hold `tokens` at positions 0..len-1
     tokens: list[int]
     last_used: int = 0
+    # Where the prompt parts these tokens were prefilled as ended (ascending, the last = len(tokens)): a part
+    # boundary is a batch boundary too, so it shapes the KV as much as the tokens do.
+    cuts: tuple[int, ...] = ()
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -29,10 +32,14 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PrefixCache:
-    def __init__(self, slots: Sequence[int], min_prefix: int = 64) -> None:
+    def __init__(self, slots: Sequence[int], min_prefix: int = 64,
+                 aligned: Callable[[int], int] = lambda m: m) -> None:
+        """`aligned(m)`: the last position <= m at which every prefill starts a batch, whatever its parts (the
+        backend's chunk grid; by default every position)."""
         if min_prefix < 1:
             raise ValueError("min_prefix must be at least 1")
         self.min_prefix = min_prefix
+        self.aligned = aligned
         self._free = list(slots)
         self.entries: list[Entry] = []
         self._clock = 0
@@ -51,6 +58,24 @@ class PrefixCache:
                 best, n = e, k
         return best, n
 
+    def _reusable(self, e: Entry, tokens: Sequence[int], cuts: Sequence[int], limit: int) -> int:
+        m = min(common_prefix(e.tokens, tokens), limit)
+        mine, theirs = set(cuts), set(e.cuts)
+        m = min([m, *(mine ^ theirs)])  # past a cut of only one of them, their batches differ
+        return max([self.aligned(m), *(c for c in mine & theirs if c <= m)])
+
+    def reusable(self, tokens: Sequence[int], cuts: Sequence[int], limit: int) -> tuple[Entry | None, int]:
+        """The entry, and how many leading tokens of a prompt (`tokens`, prefilled as parts ending at `cuts`)
+        may start from its KV such that the KV is what a prefill of that prompt without the cache computes: the
+        tokens agree, both were cut into parts at the same places before that point, and the point is a batch
+        boundary of both prefills (`aligned`, or a cut of both). At most `limit`."""
+        best, n_best = None, 0
+        for e in self.entries:
+            n = self._reusable(e, tokens, cuts, limit)
+            if n > n_best:
+                best, n_best = e, n
+        return best, n_best
+
     def use(self, entry: Entry | None, n: int) -> bool:
         """Record the outcome of a lookup whose reusable length the caller settled on: a hit when `n` reaches
         `min_prefix`, else a miss."""
@@ -62,20 +87,21 @@ class PrefixCache:
         self.tokens_saved += n
         return True
 
-    def place(self, tokens: Sequence[int]) -> int | None:
+    def place(self, tokens: Sequence[int], cuts: Sequence[int] | None = None) -> int | None:
         """Record `tokens` as resident; returns the slot whose KV the caller must overwrite with them, or None
         when nothing needs copying (too short, or already covered by an entry).
 
         Slot choice: the entry `tokens` extends (it loses nothing), else a free slot, else the entry sharing the
         longest prefix with `tokens` if that reaches `min_prefix` (a sibling: same few-shot header, other cues;
         the shared part stays resident, so other prompt families keep their slots), else the LRU entry. Ties
-        go to the least recently used."""
+        go to the least recently used. `cuts`: where the prompt's parts ended (default: one part)."""
         if len(tokens) < self.min_prefix:
             return None
+        cuts = tuple(cuts) if cuts else (len(tokens),)
         shared = []
         for e in self.entries:
             k = common_prefix(e.tokens, tokens)
-            if k == len(tokens):  # an entry already holds these tokens (and maybe more)
+            if k == len(tokens) and self._reusable(e, tokens, cuts, k) == k:  # an entry already holds these
                 self._touch(e)
                 return None
             shared.append((k, e))
@@ -90,7 +116,7 @@ class PrefixCache:
             self.evictions += 1
         elif target is None:
             return None  # no slots at all
-        target.tokens = list(tokens)
+        target.tokens, target.cuts = list(tokens), cuts
         self._touch(target)
         self.inserts += 1
         return target.slot

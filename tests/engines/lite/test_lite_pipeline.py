@@ -11,6 +11,7 @@ import media
 import pytest
 
 from engines.ingest import ingest
+from engines.lite import prompt
 from engines.lite.explain import Explainer, adjective, clause
 from engines.lite.pipeline import ABSENCE, LitePipeline
 from engines.types import AnalyzeRequest, Answer, CueEvent, DoneEvent, LabelEvent, SegmentEvent, TokenEvent
@@ -183,3 +184,19 @@ def test_the_llm_is_built_as_the_lite_settings_say(lite: LitePipeline) -> None:
     assert (lite.llm.n_threads, lite.llm.n_threads_batch) == (s.n_threads, s.n_threads_batch or s.n_threads)
     assert lite.llm.prefill_chunk == s.prefill_chunk
     assert lite.llm.flash_attn == s.llm_flash_attn == "off"
+
+
+def test_a_clip_reuses_the_shared_head_and_its_explanation_the_whole_label_prompt(lite: LitePipeline,
+                                                                                  clips: dict) -> None:
+    words = "We actually won the whole thing, I can hardly believe it!"
+    _, answer = analyze(lite, clips["face_aroused"], words)
+    parts = prompt.build(answer.cues, list(lite.lite.labels))
+    n_head, n_label = len(lite.llm.tokenize(parts.head)), lite.llm.prompt_tokens(parts.segments)
+    assert answer.usage["prompt_tokens"] == n_label
+    saved = lite.llm.stats()["prefix_cache_tokens_saved"]
+    _, again = analyze(lite, clips["face_aroused"], words + " Really.")
+    assert again.usage["prompt_tokens"] > n_label  # the words differ, the head is the same
+    # the label step reuses at least the head (and never its last token), the explanation all of the label prompt
+    reused = lite.llm.stats()["prefix_cache_tokens_saved"] - saved
+    n_again = again.usage["prompt_tokens"]
+    assert n_head + n_again <= reused <= 2 * n_again - 1

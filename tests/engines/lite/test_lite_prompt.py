@@ -58,3 +58,14 @@ def test_content_free_prompt_keeps_the_examples() -> None:
     real, free = prompt.build(cues, ["happy"]), prompt.content_free(("visual", "verbal"), ["happy"])
     assert real.label_prompt.rsplit("\nCues:", 1)[0] == free.label_prompt.rsplit("\nCues:", 1)[0]
     assert free.label_prompt.endswith("- face: N/A\n- voice: none (no speech heard)\n- words: N/A\nEmotion:")
+
+
+def test_the_head_is_shared_and_the_segments_are_the_prompt() -> None:
+    face, voice = Cue("visual", "smiles", 0, 1, 0.9), Cue("auditory", "speaks quickly", 0, 1, 0.7)
+    parts, other = prompt.build([face, voice], ["happy", "sad"]), prompt.build([voice, Cue("visual", "frowns")],
+                                                                              ["happy", "sad"])
+    assert parts.head == other.head and parts.head.endswith("\nCues:\n")
+    assert parts.segments == [parts.head, "- face: smiles\n- voice: speaks quickly\nEmotion:"]
+    assert "".join(parts.segments) == parts.label_prompt
+    assert "".join(parts.explanation_segments("happy")) == parts.label_prompt + " happy\nExplanation:"
+    assert prompt.build([voice], ["happy", "sad"]).head != parts.head  # other modalities, other examples

@@ -77,6 +77,23 @@ def test_the_least_recently_used_entry_is_evicted() -> None:
     assert c.stats()["prefix_cache_evictions"] == 1
 
 
+def test_a_prompt_cut_into_parts_reuses_only_where_both_prefills_started_a_batch() -> None:
+    grid = 4  # every prefill starts a batch at multiples of 4, and at each of its own part boundaries
+    c = PrefixCache([7, 8], min_prefix=2, aligned=lambda m: m // grid * grid)
+    tokens = list(range(1, 12))
+    c.place(tokens[:6], [6])  # a lead of 6 tokens prefilled on its own (a prefill hint)
+    e, n = c.reusable(tokens, [6, 11], limit=10)
+    assert (e.slot, n) == (7, 6)  # the whole lead: both prefills ended a batch at 6
+    assert c.reusable(tokens, [11], limit=10)[1] == 4  # one part: its batch runs past 6, so only up to the grid
+    assert c.reusable(tokens, [5, 11], limit=10)[1] == 4  # cut elsewhere before 6: the batches differ from 5 on
+    assert c.reusable(tokens, [6, 11], limit=5)[1] == 4  # the last prompt token is always prefilled
+    assert c.place(tokens, [6, 11]) == 7  # extends the lead in its slot
+    e, n = c.reusable([*tokens, 50, 51], [6, 11, 13], limit=12)
+    assert n == 11  # the explanation prompt reuses the whole label prompt
+    assert c.place(tokens[:6], [6]) is None  # covered: the entry holds the lead, cut at 6
+    assert c.place(tokens[:5], [5]) == 8  # not covered: 5 is a batch boundary of neither
+
+
 # ---- the llama.cpp backend ---------------------------------------------------------------------------------
 def _load(slots: int) -> LLMBackend:
     pytest.importorskip("llama_cpp")
@@ -209,3 +226,22 @@ def test_cancelling_a_sequence_that_started_from_the_cache_frees_its_slot(cached
 def test_zero_slots_disable_the_cache(cold) -> None:
     assert cold.stats() == {"running": 0, "waiting": 0}
     assert np.isfinite(list(_score(cold, [PROMPTS[0]]).values())).all()
+
+
+def test_the_head_and_then_the_whole_label_prompt_are_reused_and_change_no_score_or_token(cached, cold) -> None:
+    """The lite pattern: label prompts as [shared head, cue lines], the explanation as [head, cue lines, label].
+    The head is reused whole (a part boundary is a batch boundary of both prefills), and the explanation reuses
+    the label prompt just scored whole, wherever the chunk grid falls."""
+    words = Cue("verbal", 'says: "I can not believe it"', strength=1.0)
+    first = prompt.build([words, Cue("visual", "smiles", strength=0.9)], LABELS)
+    parts = prompt.build([words, Cue("visual", "frowns", strength=0.9)], LABELS)
+    n_head, n_label = len(cached.tokenize(parts.head)), cached.prompt_tokens(parts.segments)
+    assert n_head % cached.prefill_chunk and n_label % cached.prefill_chunk  # off the grid: only cuts reuse all
+    _score(cached, first.segments)
+    hits, saved = _hits(cached)
+    assert _score(cached, parts.segments) == _score(cold, parts.segments)
+    now_hits, now_saved = _hits(cached)
+    assert now_hits == hits + 1 and n_head <= now_saved - saved < n_head + cached.prefill_chunk
+    explanation = [*parts.explanation_segments("happy"), " In the video,"]
+    assert _greedy(cached, explanation) == _greedy(cold, explanation)
+    assert _hits(cached) == (now_hits + 1, now_saved + n_label)
