@@ -88,9 +88,9 @@ class LiteSettings(BaseModel):
     # Prompt tokens per prefill batch. A cached prefix is reused up to a batch boundary (that keeps outputs
     # bit-identical): the lite prompts are sent in parts (a part boundary is a batch boundary), so the few-shot
     # head and, for the explanation, the label prompt are reused whole; past a part boundary small batches reuse
-    # more. On 2 cores: warm-cache time to label 0.13 s
-    # at 32 vs 0.23 s at 256, a cold prefill 1.11 s vs 0.95 s (one machine); on another, the label step summed
-    # over the 8 dev clips 1.57 s at 32, 1.09 s at 16, 0.87 s at 8, an ~830-token cold prefill 3.0 / 3.3 / 4.2 s.
+    # more. On 2 cores: warm-cache time to label 0.13 s at 32 vs 0.23 s at 256, a cold prefill 1.11 s vs 0.95 s
+    # (one machine); on another, the label step summed over the 8 dev clips 1.57 s at 32, 1.09 s at 16, 0.87 s
+    # at 8, an ~830-token cold prefill 3.0 / 3.3 / 4.2 s.
     prefill_chunk: int = Field(16, ge=1)
     # Subtract the model's content-free label prior (contextual calibration). Off: on the test clips and the
     # shared sample it moved SmolLM2-135M away from the label the cues support (smile -> worried).

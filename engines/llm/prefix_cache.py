@@ -49,15 +49,6 @@ class PrefixCache:
         self._clock += 1
         e.last_used = self._clock
 
-    def longest(self, tokens: Sequence[int]) -> tuple[Entry | None, int]:
-        """The entry sharing the longest prefix with `tokens`, and that length."""
-        best, n = None, 0
-        for e in self.entries:
-            k = common_prefix(e.tokens, tokens)
-            if k > n:
-                best, n = e, k
-        return best, n
-
     def _reusable(self, e: Entry, tokens: Sequence[int], cuts: Sequence[int], limit: int) -> int:
         m = min(common_prefix(e.tokens, tokens), limit)
         mine, theirs = set(cuts), set(e.cuts)

@@ -34,13 +34,18 @@ PROMPTS = [
 ]
 
 
+def _longest(c: PrefixCache, tokens: list[int]) -> tuple:
+    """The entry, and how much of a one-part prompt it can give (every position a batch boundary here)."""
+    return c.reusable(tokens, [len(tokens)], len(tokens))
+
+
 # ---- bookkeeping ------------------------------------------------------------------------------------------
 def test_a_repeated_prefix_hits_and_a_short_one_does_not() -> None:
     c = PrefixCache([7, 8], min_prefix=4)
     assert c.place([1, 2, 3, 4, 5, 6]) == 7
-    e, n = c.longest([1, 2, 3, 4, 9])
+    e, n = _longest(c, [1, 2, 3, 4, 9])
     assert (e.slot, n) == (7, 4) and c.use(e, n)
-    e, n = c.longest([1, 2, 3, 9])
+    e, n = _longest(c, [1, 2, 3, 9])
     assert n == 3 and not c.use(e, n)  # below min_prefix: a miss
     assert c.place([1, 2]) is None  # too short to be worth a slot
     s = c.stats()
@@ -60,7 +65,7 @@ def test_a_sibling_prompt_replaces_the_entry_it_shares_a_header_with() -> None:
     c.place([1, 2, 3, 4, 5])  # family 1
     c.place([9, 9, 9, 9])  # family 2
     assert c.place([1, 2, 3, 6, 6]) == 7  # same header, other cues: overwrites its sibling, keeps family 2
-    assert c.longest([9, 9, 9, 9, 1])[1] == 4 and c.longest([1, 2, 3, 4])[1] == 3
+    assert _longest(c, [9, 9, 9, 9, 1])[1] == 4 and _longest(c, [1, 2, 3, 4])[1] == 3
     assert c.place([1, 2, 7, 7]) == 8  # shares only 2 < min_prefix tokens: a new family, evicts the LRU one
     c = PrefixCache([7, 8], min_prefix=3)
     c.place([1, 2, 3, 4])
@@ -71,9 +76,9 @@ def test_the_least_recently_used_entry_is_evicted() -> None:
     c = PrefixCache([7, 8], min_prefix=2)
     c.place([1, 1, 1])
     c.place([2, 2, 2])
-    c.use(*c.longest([1, 1, 1, 5]))  # slot 7 is now the most recently used
+    c.use(*_longest(c, [1, 1, 1, 5]))  # slot 7 is now the most recently used
     assert c.place([3, 3, 3]) == 8  # evicts [2, 2, 2]
-    assert c.longest([2, 2, 2])[1] == 0 and c.longest([1, 1, 1])[1] == 3
+    assert _longest(c, [2, 2, 2])[1] == 0 and _longest(c, [1, 1, 1])[1] == 3
     assert c.stats()["prefix_cache_evictions"] == 1
 
 
@@ -81,7 +86,7 @@ def test_a_prompt_cut_into_parts_reuses_only_where_both_prefills_started_a_batch
     grid = 4  # every prefill starts a batch at multiples of 4, and at each of its own part boundaries
     c = PrefixCache([7, 8], min_prefix=2, aligned=lambda m: m // grid * grid)
     tokens = list(range(1, 12))
-    c.place(tokens[:6], [6])  # a lead of 6 tokens prefilled on its own (a prefill hint)
+    c.place(tokens[:6], [6])  # a 6-token prompt start, prefilled on its own
     e, n = c.reusable(tokens, [6, 11], limit=10)
     assert (e.slot, n) == (7, 6)  # the whole lead: both prefills ended a batch at 6
     assert c.reusable(tokens, [11], limit=10)[1] == 4  # one part: its batch runs past 6, so only up to the grid
